@@ -1,0 +1,116 @@
+"""Convolution primitives: a CPU-fast grouped 1x1 convolution and the channel shuffle.
+
+Keras runs `Conv2D(groups > 1)` on CPU through an XLA-compiled path whose gradient is 30-100x
+slower than a dense matmul of the same size (see ANCHORS.md). A grouped 1x1 convolution is a matmul
+with a block-diagonal kernel, so `GroupedPointwiseConv2D` stores the compact grouped kernel (same
+layout as `Conv2D(groups=G).kernel`, so weights transfer both ways) and multiplies by its
+block-diagonal expansion. `tests/test_fast_paths.py` proves it equal to `Conv2D(groups=G)`.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from mail_tf.layers.serialization import register
+
+
+def block_diagonal(kernel, groups):
+    """Expand a grouped 1x1 kernel (1, 1, Cin/G, Cout) into its dense (Cin, Cout) equivalent.
+
+    Group g maps input channels [g*Cin/G, (g+1)*Cin/G) to output channels [g*Cout/G, (g+1)*Cout/G),
+    exactly as `Conv2D(groups=G)` does.
+    """
+    cin_g, cout = kernel.shape[-2], kernel.shape[-1]
+    cout_g = cout // groups
+    k = tf.reshape(kernel, (cin_g, groups, cout_g))
+    # (G, Cin/G, G, Cout/G) with zero off-diagonal blocks.
+    k = tf.einsum("igo,gh->giho", k, tf.eye(groups, dtype=k.dtype))
+    return tf.reshape(k, (groups * cin_g, cout))
+
+
+@register
+class GroupedPointwiseConv2D(keras.layers.Layer):
+    """1x1 convolution with `groups` channel groups; exact equal of `Conv2D(filters, 1, groups=...)`."""
+
+    def __init__(self, filters, groups=1, strides=1, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        if filters % groups:
+            raise ValueError(f"{self.name}: filters={filters} is not divisible by groups={groups}")
+        self.filters = filters
+        self.groups = groups
+        self.strides = strides
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None or channels % self.groups:
+            raise ValueError(
+                f"{self.name}: input channels ({channels}) must be divisible by groups={self.groups}; "
+                f"input shape {tuple(input_shape)}")
+        self.kernel = self.add_weight(
+            name="kernel", shape=(1, 1, channels // self.groups, self.filters),
+            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer)
+        self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
+                     if self.use_bias else None)
+
+    def call(self, x):
+        if self.strides > 1:
+            # A 1x1 kernel with stride s reads pixel (s*i, s*j) under 'same' and 'valid' padding alike.
+            x = x[:, ::self.strides, ::self.strides, :]
+        kernel = self.kernel
+        if self.groups > 1:
+            kernel = block_diagonal(kernel, self.groups)
+        else:
+            kernel = tf.reshape(kernel, kernel.shape[-2:])
+        shape = tf.shape(x)
+        # One 2-D matmul over all pixels; a 4-D matmul would batch H*B small products instead.
+        y = tf.matmul(tf.reshape(x, (-1, x.shape[-1])), tf.cast(kernel, x.dtype))
+        if self.use_bias:
+            y = tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
+        return tf.reshape(y, tf.concat([shape[:3], [self.filters]], 0))
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        s = self.strides
+        h = None if h is None else -(-h // s)
+        w = None if w is None else -(-w // s)
+        return (b, h, w, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "groups": self.groups,
+                "strides": self.strides, "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}
+
+
+@register
+class ChannelShuffle(keras.layers.Layer):
+    """ShuffleNet channel shuffle: (.., G, C/G) -> (.., C/G, G) over the channel axis."""
+
+    def __init__(self, groups, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = groups
+
+    def build(self, input_shape):
+        if input_shape[-1] % self.groups:
+            raise ValueError(f"{self.name}: channels ({input_shape[-1]}) must be divisible by "
+                             f"groups={self.groups}; input shape {tuple(input_shape)}")
+
+    def call(self, x):
+        c = x.shape[-1]
+        shape = ops.shape(x)
+        y = ops.reshape(x, (shape[0], shape[1], shape[2], self.groups, c // self.groups))
+        y = ops.transpose(y, (0, 1, 2, 4, 3))
+        return ops.reshape(y, (shape[0], shape[1], shape[2], c))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}

@@ -1,0 +1,18 @@
+"""Dropout that can stay on at inference, for Monte-Carlo estimates."""
+
+import keras
+
+from mail_tf.layers.serialization import register
+
+
+@register
+class MCDropout(keras.layers.Dropout):
+    """Dropout active in every call.
+
+    Keras 3's functional models overwrite a `training=True` passed inside the graph with the
+    model-level flag, so `predict()` would silently switch a plain Dropout off; forcing the flag in
+    `call` survives `predict`, `evaluate` and SavedModel export.
+    """
+
+    def call(self, inputs, training=None):
+        return super().call(inputs, training=True)

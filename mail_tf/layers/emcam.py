@@ -1,0 +1,172 @@
+"""EMCAM (MAIL_SPEC §2.3, Eqs. 5-13): frequency (MFIFA) and spatial (EMSCA) attention over all
+modalities, fused into one map A_m that recalibrates every modality."""
+
+import keras
+import tensorflow as tf
+
+from mail_tf.layers.dct import channel_dct
+from mail_tf.layers.residual import GPC_GROUPS, MSGDC
+from mail_tf.layers.serialization import register
+
+FUSIONS = ("parallel", "cascaded", "mfifa", "emsca")
+
+
+def _check_modalities(layer, input_shape, modalities):
+    shapes = [tuple(s) for s in input_shape] if isinstance(input_shape, (list, tuple)) else None
+    if not shapes or not all(isinstance(s, tuple) and len(s) == 4 for s in shapes):
+        raise ValueError(f"{layer.name}: expected a list of {modalities} (batch, height, width, channels) "
+                         f"tensors, one per modality, got {input_shape}")
+    if len(shapes) != modalities:
+        raise ValueError(f"{layer.name}: built for {modalities} modalities, got {len(shapes)} inputs")
+    if len({s[1:] for s in shapes}) != 1:
+        raise ValueError(f"{layer.name}: every modality must reach this block with the same (height, width, "
+                         f"channels); got {[s[1:] for s in shapes]}. Give all modalities the same image size.")
+    return shapes[0]
+
+
+def _global_pools(x):
+    return tf.reduce_min(x, axis=(1, 2)), tf.reduce_mean(x, axis=(1, 2)), tf.reduce_max(x, axis=(1, 2))
+
+
+@register
+class MFIFA(keras.layers.Layer):
+    """Multimodal frequency-domain information fusion attention (Eqs. 6-9); returns A_f (B, H, W, C).
+
+    D_i is the orthonormal DCT-II of x_i along channels (notebook). Its GMN/GAP/GMP descriptors go
+    through one shared Dense(C, sigmoid) f (notebook); then, as in the paper:
+    low = f(GMN) + f(GAP); high = (D - f(GMN)) + (D - f(GAP)) + f(GMP); mean = high - low;
+    A_f = sigmoid(sum_i alpha_i*low_i + phi_i*high_i + gamma_i*mean_i).
+    """
+
+    def __init__(self, modalities=2, **kwargs):
+        super().__init__(**kwargs)
+        self.modalities = modalities
+
+    def build(self, input_shape):
+        _, _, _, c = _check_modalities(self, input_shape, self.modalities)
+        self.descriptor = keras.layers.Dense(c, activation="sigmoid", name="descriptor")
+        self.descriptor.build((None, c))
+        m = self.modalities
+        self.alpha = self.add_weight(name="alpha", shape=(m,), initializer="ones")
+        self.phi = self.add_weight(name="phi", shape=(m,), initializer="ones")
+        self.gamma = self.add_weight(name="gamma", shape=(m,), initializer="ones")
+
+    def pre_activation(self, xs):
+        total = 0.0
+        for i, x in enumerate(xs):
+            d = channel_dct(x)
+            f_min, f_avg, f_max = (self.descriptor(p)[:, None, None, :] for p in _global_pools(d))
+            low = f_min + f_avg
+            high = (d - f_min) + (d - f_avg) + f_max
+            mean = high - low
+            total += (tf.cast(self.alpha[i], x.dtype) * low + tf.cast(self.phi[i], x.dtype) * high
+                      + tf.cast(self.gamma[i], x.dtype) * mean)
+        return total
+
+    def call(self, xs):
+        return tf.sigmoid(self.pre_activation(xs))
+
+    def flops(self, input_shapes):
+        """The channel DCT is a (C, C) matmul per pixel and modality (`mail_tf.flops`)."""
+        return sum(2 * b * h * w * c * c for b, h, w, c in input_shapes)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def get_config(self):
+        return {**super().get_config(), "modalities": self.modalities}
+
+
+@register
+class EMSCA(keras.layers.Layer):
+    """Efficient multimodal spatial-domain cross attention (Eqs. 10-12); returns A_s (B, 1, 1, C).
+
+    g = Conv1x1(MSGDC'(x)), one MSGDC' (bias-free GPC, DW3, DW5) shared by all modalities;
+    S(x) = GAP(g(x)) + GMP(g(x)); A_s = sigmoid(sum_i theta_i * (S(x_i) + S(x_{m-i+1}) + S(S(x_i)))).
+    The symmetric cross-modal pairing is the paper's; the notebook accumulates asymmetrically.
+    """
+
+    def __init__(self, modalities=2, **kwargs):
+        super().__init__(**kwargs)
+        self.modalities = modalities
+
+    def build(self, input_shape):
+        _, _, _, c = _check_modalities(self, input_shape, self.modalities)
+        self.msgdc = MSGDC(c, groups=GPC_GROUPS, use_bias=False, name="msgdc")
+        self.project = keras.layers.Conv2D(c, 1, name="project")
+        self.msgdc.build(input_shape[0])
+        self.project.build(self.msgdc.compute_output_shape(input_shape[0]))
+        self.theta = self.add_weight(name="theta", shape=(self.modalities, c), initializer="ones")
+
+    def squeeze(self, x):
+        """S(x) = GAP(g(x)) + GMP(g(x)), kept as a (B, 1, 1, C) map."""
+        g = self.project(self.msgdc(x))
+        return tf.reduce_mean(g, axis=(1, 2), keepdims=True) + tf.reduce_max(g, axis=(1, 2), keepdims=True)
+
+    def pre_activation(self, xs):
+        s = [self.squeeze(x) for x in xs]
+        m = len(xs)
+        return sum(tf.cast(self.theta[i], x.dtype) * (s[i] + s[m - 1 - i] + self.squeeze(s[i]))
+                   for i, x in enumerate(xs))
+
+    def call(self, xs):
+        return tf.sigmoid(self.pre_activation(xs))
+
+    def compute_output_shape(self, input_shape):
+        b, _, _, c = input_shape[0]
+        return (b, 1, 1, c)
+
+    def get_config(self):
+        return {**super().get_config(), "modalities": self.modalities}
+
+
+@register
+class EMCAM(keras.layers.Layer):
+    """Efficient multimodal cross-attention module (Eqs. 5, 13). Takes and returns a list of m maps.
+
+    fusion="parallel" (the paper's): A_m = sigmoid(theta_f*A_f + theta_s*A_s); x_i <- x_i*A_m*theta_m,i.
+    Ablations (paper Tables 4, 6): "mfifa" or "emsca" alone (the other term dropped), and "cascaded":
+    x_i <- x_i * sigmoid(theta_f*A_f), then EMSCA on the result, x_i <- x_i * sigmoid(theta_s*A_s) * theta_m,i.
+    """
+
+    def __init__(self, modalities=2, fusion="parallel", **kwargs):
+        super().__init__(**kwargs)
+        if fusion not in FUSIONS:
+            raise ValueError(f"EMCAM fusion must be one of {FUSIONS}, got {fusion!r}")
+        self.modalities = modalities
+        self.fusion = fusion
+        self.mfifa = MFIFA(modalities, name="mfifa") if fusion != "emsca" else None
+        self.emsca = EMSCA(modalities, name="emsca") if fusion != "mfifa" else None
+
+    def build(self, input_shape):
+        _, _, _, c = _check_modalities(self, input_shape, self.modalities)
+        input_shape = [tuple(s) for s in input_shape]
+        if self.mfifa is not None:
+            self.mfifa.build(input_shape)
+            self.theta_f = self.add_weight(name="theta_f", shape=(), initializer="ones")
+        if self.emsca is not None:
+            self.emsca.build(input_shape)
+            self.theta_s = self.add_weight(name="theta_s", shape=(c,), initializer="ones")
+        self.theta_m = self.add_weight(name="theta_m", shape=(self.modalities, c), initializer="ones")
+
+    def call(self, xs):
+        xs = list(xs)
+        dtype = xs[0].dtype
+        if self.fusion == "cascaded":
+            a_f = tf.sigmoid(tf.cast(self.theta_f, dtype) * self.mfifa(xs))
+            xs = [x * a_f for x in xs]
+            a_m = tf.sigmoid(tf.cast(self.theta_s, dtype) * self.emsca(xs))
+        else:
+            logits = 0.0
+            if self.mfifa is not None:
+                logits += tf.cast(self.theta_f, dtype) * self.mfifa(xs)
+            if self.emsca is not None:
+                logits += tf.cast(self.theta_s, dtype) * self.emsca(xs)
+            a_m = tf.sigmoid(logits)
+        return [x * a_m * tf.cast(self.theta_m[i], dtype) for i, x in enumerate(xs)]
+
+    def compute_output_shape(self, input_shape):
+        return [tuple(s) for s in input_shape]
+
+    def get_config(self):
+        return {**super().get_config(), "modalities": self.modalities, "fusion": self.fusion}

@@ -1,0 +1,230 @@
+"""The per-modality building blocks of MAIL: MSGDC, channel attention, EMILA, ERLA (MAIL_SPEC §2.1-2.2),
+and the plain ResNet basic block used for the ablation and the reference network."""
+
+import keras
+import tensorflow as tf
+
+from mail_tf.layers.conv import ChannelShuffle, GroupedPointwiseConv2D
+from mail_tf.layers.serialization import register
+
+GPC_GROUPS = 16      # groups of the group point-wise conv in MSGDC (notebook)
+SHUFFLE_GROUPS = 16  # channel shuffle groups in EMILA (notebook)
+FUSE_GROUPS = 2      # groups of the 1x1 conv that fuses the shuffled MSGDC output (notebook)
+
+
+def _check_rank4(layer, shape):
+    if len(shape) != 4 or shape[-1] is None:
+        raise ValueError(f"{layer.name}: expected a (batch, height, width, channels) input with known "
+                         f"channels, got shape {tuple(shape)}")
+
+
+@register
+class MSGDC(keras.layers.Layer):
+    """Multi-scale group depth-wise convolution (Eq. 2): [GPC(x), DWC3(x), DWC5(x)] on channels.
+
+    GPC is a grouped 1x1 conv to `filters` channels; the depth-wise convs keep the input channels,
+    so the output has `filters + len(kernel_sizes) * C_in` channels.
+    """
+
+    def __init__(self, filters, strides=1, groups=GPC_GROUPS, kernel_sizes=(3, 5), use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.strides = strides
+        self.groups = groups
+        self.kernel_sizes = tuple(kernel_sizes)
+        self.use_bias = use_bias
+        self.pointwise = GroupedPointwiseConv2D(filters, groups=groups, strides=strides,
+                                                use_bias=use_bias, name="gpc")
+        self.depthwise = [keras.layers.DepthwiseConv2D(k, strides=strides, padding="same",
+                                                       use_bias=use_bias, name=f"dwc{k}")
+                          for k in self.kernel_sizes]
+
+    def build(self, input_shape):
+        _check_rank4(self, input_shape)
+        self.pointwise.build(input_shape)
+        for dw in self.depthwise:
+            dw.build(input_shape)
+
+    def call(self, x):
+        return tf.concat([self.pointwise(x)] + [dw(x) for dw in self.depthwise], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = self.pointwise.compute_output_shape(input_shape)
+        return (b, h, w, c + len(self.kernel_sizes) * input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
+                "groups": self.groups, "kernel_sizes": list(self.kernel_sizes), "use_bias": self.use_bias}
+
+
+@register
+class ChannelAttention(keras.layers.Layer):
+    """CA (Eq. 4, notebook form): y * sigmoid(theta * Dense(C)(ReLU(Dense(C/r)(z)))).
+
+    z = (GMN + GAP + GMP + GSP) + (GMP - GAP - GMN), which equals 2*GMP + GSP; the written form is
+    kept so the code reads like the equation (the global sum GSP is the notebook's fourth pool).
+    """
+
+    def __init__(self, reduction=4, **kwargs):
+        super().__init__(**kwargs)
+        self.reduction = reduction
+
+    def build(self, input_shape):
+        _check_rank4(self, input_shape)
+        c = input_shape[-1]
+        if c < self.reduction:
+            raise ValueError(f"{self.name}: {c} channels is fewer than the reduction {self.reduction}")
+        self.squeeze = keras.layers.Dense(c // self.reduction, activation="relu", name="squeeze")
+        self.excite = keras.layers.Dense(c, name="excite")
+        self.squeeze.build((None, c))
+        self.excite.build((None, c // self.reduction))
+        self.theta = self.add_weight(name="theta", shape=(), initializer="ones")
+
+    def attention(self, y):
+        """The channel attention map A_c, shape (B, 1, 1, C)."""
+        gmn = tf.reduce_min(y, axis=(1, 2))
+        gap = tf.reduce_mean(y, axis=(1, 2))
+        gmp = tf.reduce_max(y, axis=(1, 2))
+        gsp = tf.reduce_sum(y, axis=(1, 2))
+        z = (gmn + gap + gmp + gsp) + (gmp - gap - gmn)
+        a = tf.sigmoid(self.excite(self.squeeze(z)) * tf.cast(self.theta, y.dtype))
+        return a[:, None, None, :]
+
+    def call(self, y):
+        return y * self.attention(y)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "reduction": self.reduction}
+
+
+@register
+class EMILA(keras.layers.Layer):
+    """EMILA (Eq. 3, notebook form): ReLU(BN(Conv1x1_s(x)) + CA(BN(Fuse(Shuffle(MSGDC_s(x))))))."""
+
+    def __init__(self, filters, strides=1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.strides = strides
+        self.msgdc = MSGDC(filters, strides=strides, name="msgdc")
+        self.shuffle = ChannelShuffle(SHUFFLE_GROUPS, name="shuffle")
+        self.fuse = GroupedPointwiseConv2D(filters, groups=FUSE_GROUPS, name="fuse")
+        self.fuse_bn = keras.layers.BatchNormalization(name="fuse_bn")
+        self.ca = ChannelAttention(name="ca")
+        self.residual = keras.layers.Conv2D(filters, 1, strides=strides, name="residual")
+        self.residual_bn = keras.layers.BatchNormalization(name="residual_bn")
+
+    def build(self, input_shape):
+        _check_rank4(self, input_shape)
+        self.msgdc.build(input_shape)
+        mixed = self.msgdc.compute_output_shape(input_shape)
+        self.shuffle.build(mixed)
+        self.fuse.build(mixed)
+        out = self.fuse.compute_output_shape(mixed)
+        self.fuse_bn.build(out)
+        self.ca.build(out)
+        self.residual.build(input_shape)
+        self.residual_bn.build(out)
+
+    def call(self, x, training=None):
+        y = self.fuse(self.shuffle(self.msgdc(x)))
+        y = self.ca(self.fuse_bn(y, training=training))
+        r = self.residual_bn(self.residual(x), training=training)
+        return tf.nn.relu(r + y)
+
+    def compute_output_shape(self, input_shape):
+        return self.msgdc.pointwise.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides}
+
+
+class _Residual(keras.layers.Layer):
+    """Shared shortcut logic: identity, or BN(1x1 conv, stride s) when the shape changes."""
+
+    def __init__(self, filters, strides=1, projection=False, shortcut_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.strides = strides
+        self.projection = projection
+        self._shortcut_bias = shortcut_bias
+
+    def _build_shortcut(self, input_shape):
+        _check_rank4(self, input_shape)
+        self.use_projection = self.projection or self.strides != 1 or input_shape[-1] != self.filters
+        if self.use_projection:
+            self.shortcut = keras.layers.Conv2D(self.filters, 1, strides=self.strides,
+                                                use_bias=self._shortcut_bias, name="shortcut")
+            self.shortcut_bn = keras.layers.BatchNormalization(name="shortcut_bn")
+            self.shortcut.build(input_shape)
+            self.shortcut_bn.build(self.shortcut.compute_output_shape(input_shape))
+
+    def _shortcut(self, x, training):
+        if not self.use_projection:
+            return x
+        return self.shortcut_bn(self.shortcut(x), training=training)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        s = self.strides
+        return (b, None if h is None else -(-h // s), None if w is None else -(-w // s), self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
+                "projection": self.projection}
+
+
+@register
+class ERLA(_Residual):
+    """ERLA (Eq. 1, notebook form): ReLU(shortcut(x) + BN(PW(EMILA_1(ReLU(BN(EMILA_s(x))))))).
+
+    PW is a plain 1x1 conv: the paper writes GPC, the notebook's plain 1x1 is what matches the
+    published parameter count.
+    """
+
+    def __init__(self, filters, strides=1, projection=False, **kwargs):
+        super().__init__(filters, strides, projection, shortcut_bias=True, **kwargs)
+        self.emila1 = EMILA(filters, strides=strides, name="emila1")
+        self.bn1 = keras.layers.BatchNormalization(name="bn1")
+        self.emila2 = EMILA(filters, name="emila2")
+        self.pw = keras.layers.Conv2D(filters, 1, name="pw")
+        self.bn2 = keras.layers.BatchNormalization(name="bn2")
+
+    def build(self, input_shape):
+        self._build_shortcut(input_shape)
+        self.emila1.build(input_shape)
+        out = self.emila1.compute_output_shape(input_shape)
+        for layer in (self.bn1, self.emila2, self.pw, self.bn2):
+            layer.build(out)
+
+    def call(self, x, training=None):
+        y = tf.nn.relu(self.bn1(self.emila1(x, training=training), training=training))
+        y = self.bn2(self.pw(self.emila2(y, training=training)), training=training)
+        return tf.nn.relu(self._shortcut(x, training) + y)
+
+
+@register
+class ResidualBlock(_Residual):
+    """Plain ResNet basic block (He et al. 2016): the ERLA ablation and the reference network."""
+
+    def __init__(self, filters, strides=1, projection=False, **kwargs):
+        super().__init__(filters, strides, projection, shortcut_bias=False, **kwargs)
+        self.conv1 = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                                         name="conv1")
+        self.bn1 = keras.layers.BatchNormalization(name="bn1")
+        self.conv2 = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name="conv2")
+        self.bn2 = keras.layers.BatchNormalization(name="bn2")
+
+    def build(self, input_shape):
+        self._build_shortcut(input_shape)
+        self.conv1.build(input_shape)
+        out = self.conv1.compute_output_shape(input_shape)
+        for layer in (self.bn1, self.conv2, self.bn2):
+            layer.build(out)
+
+    def call(self, x, training=None):
+        y = tf.nn.relu(self.bn1(self.conv1(x), training=training))
+        y = self.bn2(self.conv2(y), training=training)
+        return tf.nn.relu(self._shortcut(x, training) + y)

@@ -1,0 +1,4 @@
+from mail_tf.models.mail import BACKBONES, BLOCKS, build_mail
+from mail_tf.models.registry import PRESETS, build_model
+
+__all__ = ["BACKBONES", "BLOCKS", "PRESETS", "build_mail", "build_model"]

@@ -1,0 +1,104 @@
+"""The MAIL network builder (MAIL_SPEC §2): one branch per modality, EMCAM after every stage,
+one logits head per task on the concatenated branches."""
+
+import keras
+
+from mail_tf.layers import EMCAM, ERLA, FUSIONS, MCDropout, ResidualBlock
+
+BACKBONES = {"resnet18": (2, 2, 2, 2), "resnet50": (3, 4, 6, 3)}
+BLOCKS = {"erla": ERLA, "plain": ResidualBlock}
+STAGE_WIDTHS = (64, 128, 256, 512)
+MIN_IMAGE_SIZE = 32  # the branches downsample by 32
+
+
+def scaled_width(width, multiplier):
+    """Width times the multiplier, rounded to a multiple of 16 (the GPC and shuffle groups)."""
+    return max(16, int(round(width * multiplier / 16)) * 16)
+
+
+def _normalise_tasks(num_classes):
+    if isinstance(num_classes, dict):
+        tasks = list(num_classes.items())
+    else:
+        tasks = [(f"task{i + 1}", n) for i, n in enumerate(num_classes)]
+    if not tasks:
+        raise ValueError("num_classes is empty: give one class count per modality/task")
+    for name, n in tasks:
+        if not isinstance(n, int) or n < 2:
+            raise ValueError(f"task {name!r}: the class count must be an integer >= 2, got {n!r}")
+    return tasks
+
+
+def _normalise_shapes(input_shape, m):
+    shapes = [tuple(input_shape)] * m if not isinstance(input_shape[0], (list, tuple)) else [
+        tuple(s) for s in input_shape]
+    if len(shapes) != m:
+        raise ValueError(f"got {len(shapes)} input shapes for {m} modalities")
+    for s in shapes:
+        if len(s) != 3 or s[0] is None or s[1] is None or s[2] not in (1, 3):
+            raise ValueError(f"input shape must be (height, width, 1 or 3 channels), got {s}")
+        if min(s[:2]) < MIN_IMAGE_SIZE:
+            raise ValueError(f"image size {s[:2]} is too small: MAIL downsamples by 32, so height and "
+                             f"width must be at least {MIN_IMAGE_SIZE}")
+    return shapes
+
+
+def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", width=1.0, block="erla",
+               fusion="parallel", dropout=0.25, mc_dropout=False, name="mail"):
+    """Build a MAIL network as a functional `keras.Model`.
+
+    Args:
+      num_classes: {task_name: classes}, one task per modality in input order (or a list of counts).
+      input_shape: (H, W, C) for every modality, or a list with one shape per modality. Inputs are
+        images in [0, 1]; scaling to [-1, 1] happens inside the model.
+      backbone: "resnet18" ([2, 2, 2, 2] blocks) or "resnet50" ([3, 4, 6, 3]).
+      width: multiplier on the stage widths 64-512 (rounded to multiples of 16), for small tests.
+      block: "erla" (MAIL) or "plain" (ResNet basic block; the ERLA ablation).
+      fusion: EMCAM mode, one of "parallel", "cascaded", "mfifa", "emsca", or None for no EMCAM.
+      dropout: rate after the first block of stages 2-4.
+      mc_dropout: keep that dropout active at inference (Monte-Carlo estimates).
+
+    Returns:
+      A model taking a list of m image batches and returning {task_name: logits}.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {backbone!r}")
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+    if fusion is not None and fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS} or None, got {fusion!r}")
+    tasks = _normalise_tasks(num_classes)
+    m = len(tasks)
+    shapes = _normalise_shapes(input_shape, m)
+    if fusion is not None and len({s[:2] for s in shapes}) != 1:
+        raise ValueError(f"EMCAM fuses the modalities pixel by pixel: all inputs need the same height and "
+                         f"width, got {[s[:2] for s in shapes]}")
+    widths = [scaled_width(w, width) for w in STAGE_WIDTHS]
+    block_cls = BLOCKS[block]
+    dropout_cls = MCDropout if mc_dropout else keras.layers.Dropout
+
+    inputs = [keras.Input(shape, name=f"{task}_image") for (task, _), shape in zip(tasks, shapes)]
+    xs = []
+    for (task, _), x in zip(tasks, inputs):
+        x = keras.layers.Rescaling(2.0, offset=-1.0, name=f"{task}_normalize")(x)
+        x = keras.layers.Conv2D(widths[0], 7, strides=2, padding="same", name=f"{task}_stem_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"{task}_stem_bn")(x)
+        x = keras.layers.ReLU(name=f"{task}_stem_relu")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"{task}_stem_pool")(x)
+        xs.append(x)
+
+    for stage, (blocks, filters) in enumerate(zip(BACKBONES[backbone], widths), start=1):
+        for b in range(blocks):
+            strides = 2 if (b == 0 and stage > 1) else 1
+            for i, (task, _) in enumerate(tasks):
+                xs[i] = block_cls(filters, strides=strides, projection=strides != 1,
+                                  name=f"{task}_stage{stage}_block{b + 1}")(xs[i])
+                if b == 0 and stage > 1 and dropout:
+                    xs[i] = dropout_cls(dropout, name=f"{task}_stage{stage}_dropout")(xs[i])
+        if fusion is not None:
+            xs = EMCAM(m, fusion=fusion, name=f"stage{stage}_emcam")(xs)
+
+    z = keras.layers.Concatenate(name="concat")(xs) if m > 1 else xs[0]
+    z = keras.layers.GlobalAveragePooling2D(name="gap")(z)
+    outputs = {task: keras.layers.Dense(n, name=task)(z) for task, n in tasks}
+    return keras.Model(inputs, outputs, name=name)

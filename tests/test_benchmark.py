@@ -1,0 +1,28 @@
+import json
+import subprocess
+import sys
+
+KEYS = {"model", "params", "gflops", "train_pairs_per_s", "predict_pairs_per_s"}
+
+
+def test_benchmark_cli_writes_table_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmark", "--models", "mail_rn18",
+         "--image-size", "32", "--batch-size", "2", "--width", "0.25", "--warmup", "1", "--steps", "1",
+         "--json", str(out)], capture_output=True, text=True, check=True)
+    results = json.loads(out.read_text())
+    assert [r["model"] for r in results] == ["mail_rn18"]
+    r = results[0]
+    assert KEYS <= set(r)
+    assert r["params"] > 0 and r["gflops"] > 0 and r["train_pairs_per_s"] > 0 and r["predict_pairs_per_s"] > 0
+    assert (r["image_size"], r["batch_size"]) == (32, 2)
+    assert "train pairs/s" in proc.stdout and "mail_rn18" in proc.stdout
+
+
+def test_benchmark_cli_rejects_unknown_model():
+    proc = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--models", "mail_rn34"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "unknown ['mail_rn34']" in proc.stderr
+    assert "Traceback" not in proc.stderr
