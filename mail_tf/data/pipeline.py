@@ -1,0 +1,131 @@
+"""Multimodal tf.data pipelines (MAIL_SPEC §1).
+
+Training pairs the modalities index-wise: each training set is expanded by the paper's augmentation
+(4x, optional) and the smaller ones are enlarged to the largest with augmented copies of randomly
+chosen images, so every epoch sees every sample of every modality. Evaluation scores every image
+of every task exactly once, its partners in the other modalities drawn deterministically from
+their own split.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from mail_tf.data import augment
+from mail_tf.data.images import load_images
+from mail_tf.data.splits import make_splits, manifest_of
+
+
+@dataclasses.dataclass
+class Modality:
+    """One modality/task, decoded: per split a uint8 image array and integer labels."""
+
+    task: str
+    class_names: list
+    images: dict            # {split: (N, S, S, 3) uint8}
+    labels: dict            # {split: (N,) int64}
+    manifest: dict          # {split: [ids]}
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def prepare_modality(task, source, image_size, seed=0, manifest=None, skip_bad=False):
+    """Split a Source (official / manifest / seeded) and decode every split to `image_size`."""
+    splits = make_splits(source, seed=seed, manifest=manifest)
+    images, labels, ids = {}, {}, {}
+    for split, items in splits.items():
+        array, keep = load_images(items.images, image_size, skip_bad=skip_bad, label=f"{task}/{split}")
+        images[split] = array
+        labels[split] = items.labels[keep]
+        ids[split] = [items.ids[i] for i in keep]
+    return Modality(task, list(source.class_names), images, labels, ids)
+
+
+def _scale(images):
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def train_index(sizes, paper_augment=True, seed=0):
+    """Per modality, (source index, transform id) arrays of the common length N.
+
+    With the paper's augmentation each image appears once per transform (ids 0-3); a modality
+    shorter than N is filled with copies of random images under a random non-identity transform.
+    Each modality is then shuffled with its own seeded permutation, which fixes the pairing.
+    """
+    rng = np.random.default_rng(seed)
+    copies = augment.N_TRANSFORMS if paper_augment else 1
+    n = max(sizes) * copies
+    out = []
+    for size in sizes:
+        src = np.repeat(np.arange(size), copies)
+        tid = np.tile(np.arange(copies), size)
+        extra = n - len(src)
+        if extra:
+            src = np.concatenate([src, rng.integers(0, size, extra)])
+            tid = np.concatenate([tid, rng.integers(1, augment.N_TRANSFORMS, extra)])
+        perm = rng.permutation(n)
+        out.append((src[perm], tid[perm]))
+    return out
+
+
+def train_dataset(modalities, batch_size, seed=0, paper_augment=True, random_augment=False, split="train"):
+    """Shuffled batches of ([image_1 .. image_m] in [0, 1], {task: label}) for one pass over the data."""
+    index = train_index([len(m.labels[split]) for m in modalities], paper_augment, seed)
+    n = len(index[0][0])
+    images = [tf.constant(m.images[split]) for m in modalities]
+    labels = [tf.constant(m.labels[split]) for m in modalities]
+    tasks = [m.task for m in modalities]
+    ds = tf.data.Dataset.from_tensor_slices(tuple((src, tid) for src, tid in index))
+    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+
+    def load(*per_modality):
+        xs, ys = [], {}
+        for i, (src, tid) in enumerate(per_modality):
+            x = _scale(tf.gather(images[i], src))
+            x = augment.paper_transform(x, tid)
+            xs.append(x)
+            ys[tasks[i]] = tf.gather(labels[i], src)
+        return xs, ys
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if random_augment:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda batch, s: ([tf.clip_by_value(augment.random_transform(x, s + i), 0.0, 1.0)
+                               for i, x in enumerate(batch[0])], batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_partners(modalities, split, seed=0):
+    """{task: [index arrays, one per modality]}: every image of the task once, with fixed partners."""
+    rng = np.random.default_rng(seed + 1)
+    sizes = [len(m.labels[split]) for m in modalities]
+    out = {}
+    for t, m in enumerate(modalities):
+        out[m.task] = [np.arange(sizes[t]) if j == t else rng.integers(0, sizes[j], sizes[t])
+                       for j in range(len(modalities))]
+    return out
+
+
+def eval_datasets(modalities, split, batch_size, seed=0):
+    """{task: dataset of ([image_1 .. image_m], {task: label})}, every image of `split` once."""
+    out = {}
+    for t, (task, index) in enumerate(eval_partners(modalities, split, seed).items()):
+        arrays = tuple(m.images[split][idx] for m, idx in zip(modalities, index))
+        labels = modalities[t].labels[split]
+        ds = tf.data.Dataset.from_tensor_slices((arrays, labels)).batch(batch_size)
+        out[task] = ds.map(lambda xs, y, task=task: ([_scale(x) for x in xs], {task: y}),
+                           num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return out
+
+
+def manifests(modalities):
+    return {m.task: m.manifest for m in modalities}
+
+
+__all__ = ["Modality", "eval_datasets", "eval_partners", "manifest_of", "manifests", "prepare_modality",
+           "train_dataset", "train_index"]

@@ -1,0 +1,90 @@
+"""Named experiments: `DATASET=name` -> the datasets of each modality, their roots and settings.
+
+Roots of downloaded datasets live below a data directory (`--data_dir`, else $MAIL_TF_DATA_DIR,
+else ./data), one folder per dataset: ham10000/, brain_tumor_mri/, sipakmed/, iqothnccd/.
+The embedded default (`medmnist`) reads the npz files shipped in datasets/medmnist/.
+
+Any pairing works without code through a spec string: `KIND[:OPTION]=ROOT` per modality, joined
+by commas, e.g. `medmnist:bloodmnist=/data/mnist,ham10000=/data/HAM10000,folder=/data/my_xrays`.
+"""
+
+import dataclasses
+import os
+from pathlib import Path
+
+from mail_tf.data import sources
+from mail_tf.data.sources import DataError
+
+EMBEDDED_DIR = Path(__file__).resolve().parents[2] / "datasets" / "medmnist"
+
+READERS = {
+    "medmnist": lambda root, option: sources.load_medmnist(root, option),
+    "sipakmed": lambda root, option: sources.load_sipakmed(root),
+    "ham10000": lambda root, option: sources.load_ham10000(root),
+    "brain_mri": lambda root, option: sources.load_brain_mri(root),
+    "iqothnccd": lambda root, option: sources.load_iqothnccd(root),
+    "folder": lambda root, option: sources.load_folder(root, name=option or Path(root).name),
+}
+DEFAULT_FOLDERS = {"sipakmed": "sipakmed", "ham10000": "ham10000", "brain_mri": "brain_tumor_mri",
+                   "iqothnccd": "iqothnccd"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    kind: str                 # a key of READERS
+    option: str = None        # medmnist flag, or the task name of a generic folder
+    root: str = None          # None: the default below the data directory
+
+    @property
+    def task(self):
+        return self.option if self.kind in ("medmnist", "folder") and self.option else self.kind
+
+    def resolve_root(self, data_dir):
+        if self.root:
+            return self.root
+        if self.kind == "medmnist":
+            return str(EMBEDDED_DIR)
+        return str(Path(data_dir) / DEFAULT_FOLDERS.get(self.kind, self.kind))
+
+    def load(self, data_dir=None):
+        return READERS[self.kind](self.resolve_root(data_dir or default_data_dir()), self.option)
+
+
+EXPERIMENTS = {
+    "medmnist": (DatasetSpec("medmnist", "breastmnist"), DatasetSpec("medmnist", "pneumoniamnist")),
+    "sipakmed": (DatasetSpec("sipakmed"), DatasetSpec("ham10000")),
+    "ham10000_brainmri": (DatasetSpec("ham10000"), DatasetSpec("brain_mri")),
+    "brainmri_ct": (DatasetSpec("brain_mri"), DatasetSpec("iqothnccd")),
+}
+
+
+def default_data_dir():
+    return os.environ.get("MAIL_TF_DATA_DIR", "data")
+
+
+def parse_spec(text):
+    """`KIND[:OPTION]=ROOT,...` -> DatasetSpecs."""
+    specs = []
+    for part in text.split(","):
+        head, sep, root = part.partition("=")
+        kind, _, option = head.strip().partition(":")
+        if kind not in READERS or (kind == "medmnist" and not option):
+            raise DataError(f"dataset spec {part!r}: expected KIND[:OPTION]=ROOT with KIND one of "
+                            f"{sorted(READERS)} (medmnist needs its flag, e.g. medmnist:bloodmnist=DIR)")
+        specs.append(DatasetSpec(kind, option or None, root.strip() or None if sep else None))
+    return specs
+
+
+def resolve_experiment(name):
+    """A named experiment or a spec string -> tuple of DatasetSpecs (one per modality)."""
+    if name in EXPERIMENTS:
+        specs = EXPERIMENTS[name]
+    elif "=" in name or ":" in name:
+        specs = tuple(parse_spec(name))
+    else:
+        raise DataError(f"unknown experiment {name!r}; named experiments are {', '.join(sorted(EXPERIMENTS))}, "
+                        f"or pair datasets with KIND[:OPTION]=ROOT,... (kinds: {', '.join(sorted(READERS))})")
+    tasks = [s.task for s in specs]
+    if len(set(tasks)) != len(tasks):
+        raise DataError(f"experiment {name!r}: task names must differ, got {tasks}")
+    return specs
