@@ -46,6 +46,8 @@ def measure(dataset, batches):
 
 def main(argv):
     del argv
+    import numpy as np
+
     from mail_tf import data
 
     try:
@@ -61,8 +63,8 @@ def main(argv):
     for m in mods:
         report["tasks"][m.task] = {
             "classes": m.class_names,
-            "counts": {s: dict(zip(m.class_names, map(int, __import__("numpy").bincount(
-                y, minlength=m.num_classes)))) for s, y in m.labels.items()}}
+            "counts": {s: dict(zip(m.class_names, np.bincount(y, minlength=m.num_classes).tolist()))
+                       for s, y in m.labels.items()}}
         sizes = ", ".join(f"{s} {len(y)}" for s, y in m.labels.items())
         print(f"{m.task}: {m.num_classes} classes; {sizes}")
     if FLAGS.batches:

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from mail_tf.data import augment
 from mail_tf.data.images import load_images
-from mail_tf.data.splits import make_splits, manifest_of
+from mail_tf.data.splits import make_splits
 
 
 @dataclasses.dataclass
@@ -127,5 +127,5 @@ def manifests(modalities):
     return {m.task: m.manifest for m in modalities}
 
 
-__all__ = ["Modality", "eval_datasets", "eval_partners", "manifest_of", "manifests", "prepare_modality",
-           "train_dataset", "train_index"]
+__all__ = ["Modality", "eval_datasets", "eval_partners", "manifests", "prepare_modality", "train_dataset",
+           "train_index"]
