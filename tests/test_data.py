@@ -221,3 +221,19 @@ def test_paper_transforms():
     assert not np.allclose(rotated.numpy(), square.numpy())
     r = augment.random_transform(x, tf.constant([3, 4]))
     assert r.shape == x.shape and not np.allclose(r.numpy(), x.numpy())
+
+
+def test_missing_class_folders_are_all_listed(tmp_path):
+    _write_image(tmp_path / "im_Dyskeratotic" / "CROPPED" / "1.bmp")
+    (tmp_path / "im_Koilocytotic").mkdir()  # present, but without CROPPED/
+    with pytest.raises(data.DataError, match=r"missing \[.*im_Koilocytotic/CROPPED.*im_Superficial-Intermediate"):
+        sources.load_sipakmed(tmp_path)
+
+
+def test_first_bad_file_stops_decoding(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"broken")
+    good = tmp_path / "good.png"
+    _write_image(good)
+    with pytest.raises(data.DataError, match="bad.png"):
+        load_images([str(bad)] + [str(good)] * 400, 16)

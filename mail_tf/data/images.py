@@ -59,8 +59,12 @@ def load_images(images, size, skip_bad=False, label=""):
             bad.append((i, str(e)))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        for future in concurrent.futures.as_completed([pool.submit(work, i) for i in range(len(images))]):
-            future.result()
+        futures = [pool.submit(work, i) for i in range(len(images))]
+        for future in concurrent.futures.as_completed(futures):
+            if future.exception() is not None:
+                # Fail now: do not decode the rest of the dataset before reporting the bad file.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise future.exception()
             done += 1
             if done % 1000 == 0 or done == len(images):
                 rate = done / max(time.monotonic() - start, 1e-9)

@@ -71,7 +71,8 @@ def parse_spec(text):
         if kind not in READERS or (kind == "medmnist" and not option):
             raise DataError(f"dataset spec {part!r}: expected KIND[:OPTION]=ROOT with KIND one of "
                             f"{sorted(READERS)} (medmnist needs its flag, e.g. medmnist:bloodmnist=DIR)")
-        specs.append(DatasetSpec(kind, option or None, root.strip() or None if sep else None))
+        root = root.strip() if sep else ""
+        specs.append(DatasetSpec(kind, option or None, root or None))
     return specs
 
 

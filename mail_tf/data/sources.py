@@ -60,11 +60,12 @@ def _images_in(folder):
 
 def _class_folder_items(root, class_dirs, class_names, subdir=None):
     """Items from one folder per class; every class folder must hold at least one image."""
+    wheres = [Path(folder) / subdir if subdir else Path(folder) for folder in class_dirs]
+    missing = [str(w) for w in wheres if not w.is_dir()]
+    if missing:
+        raise DataError(f"expected one folder per class {list(class_names)}; missing {missing}")
     paths, labels = [], []
-    for label, folder in enumerate(class_dirs):
-        where = Path(folder) / subdir if subdir else Path(folder)
-        if not where.is_dir():
-            raise DataError(f"class {class_names[label]!r}: expected the folder {str(where)!r}")
+    for label, where in enumerate(wheres):
         found = _images_in(where)
         if not found:
             raise DataError(f"class folder {str(where)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -91,9 +92,6 @@ def load_sipakmed(root):
     """SIPaKMeD official layout: `im_<Class>/CROPPED/*.bmp` (the cropped single cells)."""
     root = _require_dir(root, "sipakmed")
     dirs = [root / f"im_{c}" for c in SIPAKMED_CLASSES]
-    missing = [str(d) for d in dirs if not d.is_dir()]
-    if missing:
-        raise DataError(f"sipakmed: expected the five official folders im_<Class>; missing {missing}")
     return Source("sipakmed", list(SIPAKMED_CLASSES), {"all": _class_folder_items(root, dirs, SIPAKMED_CLASSES,
                                                                                   subdir="CROPPED")})
 
@@ -105,10 +103,6 @@ def load_iqothnccd(root):
     """IQ-OTH/NCCD lung CT: the official folders `Bengin cases`, `Malignant cases`, `Normal cases`."""
     root = _require_dir(root, "iqothnccd")
     dirs = [root / f for f in IQOTHNCCD_FOLDERS.values()]
-    missing = [str(d) for d in dirs if not d.is_dir()]
-    if missing:
-        raise DataError(f"iqothnccd: expected the official class folders {list(IQOTHNCCD_FOLDERS.values())}; "
-                        f"missing {missing}")
     return Source("iqothnccd", list(IQOTHNCCD_FOLDERS), {"all": _class_folder_items(root, dirs, list(IQOTHNCCD_FOLDERS))})
 
 
