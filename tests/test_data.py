@@ -212,6 +212,13 @@ def test_paper_transforms():
     out = augment.paper_transform(x, tf.constant([0, 2]))
     np.testing.assert_array_equal(out[0].numpy(), x[0].numpy())  # id 0 is the original
     np.testing.assert_allclose(out[1, 5:, 5:].numpy(), x[1, :-5, :-5].numpy(), atol=1e-6)  # shift (5, 5)
+    ids = tf.constant([3, 1, 0, 2, 1, 3])      # each image transformed by its own id, order kept
+    batch = tf.random.stateless_uniform((6, 16, 16, 1), seed=(2, 2))
+    mixed = augment.paper_transform(batch, ids).numpy()
+    singles = [batch, augment.rotate(batch, 20.0), augment.translate(batch, 5.0, 5.0),
+               augment.gaussian_blur3(batch)]
+    for i, t in enumerate(ids.numpy()):
+        np.testing.assert_allclose(mixed[i], singles[t][i].numpy(), atol=1e-6)
     blurred = augment.gaussian_blur3(x)
     assert float(tf.math.reduce_std(blurred)) < float(tf.math.reduce_std(x))
     np.testing.assert_allclose(float(tf.reduce_mean(blurred)), float(tf.reduce_mean(x)), atol=0.01)

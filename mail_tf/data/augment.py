@@ -51,16 +51,22 @@ def gaussian_blur3(images, sigma=BLUR_SIGMA):
     k = tf.exp(-tf.square(tf.range(-1.0, 2.0)) / (2 * sigma * sigma))
     k = k / tf.reduce_sum(k)
     kernel = tf.tile((k[:, None] * k[None, :])[:, :, None, None], [1, 1, tf.shape(images)[-1], 1])
-    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
-    return tf.nn.depthwise_conv2d(padded, kernel, strides=[1, 1, 1, 1], padding="VALID")
+    # Reflect-pad by one pixel with slices: tf.pad(REFLECT) rejects an empty batch.
+    padded = tf.concat([images[:, 1:2], images, images[:, -2:-1]], axis=1)
+    padded = tf.concat([padded[:, :, 1:2], padded, padded[:, :, -2:-1]], axis=2)
+    blurred = tf.nn.depthwise_conv2d(padded, kernel, strides=[1, 1, 1, 1], padding="VALID")
+    return tf.reshape(blurred, tf.shape(images))   # an empty batch comes back with the padded shape
 
 
 def paper_transform(images, transform_ids):
     """Apply transform id t (0 original, 1 rotation, 2 translation, 3 blur) to each image of a batch."""
-    variants = tf.stack([images, rotate(images, ROTATION_DEGREES),
-                         translate(images, TRANSLATION_PX, TRANSLATION_PX), gaussian_blur3(images)])
-    index = tf.stack([tf.cast(transform_ids, tf.int32), tf.range(tf.shape(images)[0])], axis=1)
-    return tf.gather_nd(variants, index)
+    # Partition by id so each image is transformed once (not all four variants of every image).
+    ids = tf.cast(transform_ids, tf.int32)
+    parts = tf.dynamic_partition(images, ids, N_TRANSFORMS)
+    positions = tf.dynamic_partition(tf.range(tf.shape(images)[0]), ids, N_TRANSFORMS)
+    done = [parts[0], rotate(parts[1], ROTATION_DEGREES),
+            translate(parts[2], TRANSLATION_PX, TRANSLATION_PX), gaussian_blur3(parts[3])]
+    return tf.dynamic_stitch(positions, done)
 
 
 def random_transform(images, seed):

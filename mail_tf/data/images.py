@@ -15,19 +15,32 @@ import tensorflow as tf
 from mail_tf.data.sources import DataError
 
 
+def to_rgb_uint8(images, size):
+    """(N, H, W, C) uint8, any H, W and C in {1, 3, 4} -> (N, size, size, 3) uint8.
+
+    Grey becomes RGB, alpha is dropped, and other sizes are resized (bilinear, antialiased) and
+    rounded back to uint8. Graph-safe with unknown shapes: the exported serving signature applies
+    exactly this to its inputs, so served images are preprocessed as the training images were.
+    """
+    x = tf.convert_to_tensor(images)
+    channels = tf.shape(x)[-1]
+    x = tf.cond(tf.equal(channels, 1), lambda: tf.image.grayscale_to_rgb(x[..., :1]), lambda: x[..., :3])
+    x = tf.ensure_shape(x, [None, None, None, 3])
+
+    def resize():
+        y = tf.image.resize(tf.cast(x, tf.float32), (size, size), method="bilinear", antialias=True)
+        return tf.cast(tf.round(tf.clip_by_value(y, 0.0, 255.0)), tf.uint8)
+
+    same = tf.logical_and(tf.equal(tf.shape(x)[1], size), tf.equal(tf.shape(x)[2], size))
+    return tf.ensure_shape(tf.cond(same, lambda: tf.cast(x, tf.uint8), resize), [None, size, size, 3])
+
+
 def _to_uint8_rgb(images, size):
-    """(N, H, W[, C]) images -> (N, size, size, 3) uint8, resized with antialiasing."""
+    """(N, H, W[, C]) images -> (N, size, size, 3) uint8 numpy."""
     x = tf.convert_to_tensor(images)
     if x.shape.rank == 3:
         x = x[..., None]
-    if x.shape[-1] == 1:
-        x = tf.image.grayscale_to_rgb(x)
-    elif x.shape[-1] == 4:
-        x = x[..., :3]
-    x = tf.cast(x, tf.float32)
-    if x.shape[1:3] != (size, size):
-        x = tf.image.resize(x, (size, size), method="bilinear", antialias=True)
-    return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8).numpy()
+    return to_rgb_uint8(x, size).numpy()
 
 
 def decode_file(path, size):

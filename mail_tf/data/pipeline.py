@@ -71,15 +71,21 @@ def train_index(sizes, paper_augment=True, seed=0):
     return out
 
 
-def train_dataset(modalities, batch_size, seed=0, paper_augment=True, random_augment=False, split="train"):
-    """Shuffled batches of ([image_1 .. image_m] in [0, 1], {task: label}) for one pass over the data."""
+def train_dataset(modalities, batch_size, seed=0, paper_augment=True, random_augment=False, split="train",
+                  epoch=None):
+    """Shuffled batches of ((image_1 .. image_m) in [0, 1], {task: label}) for one pass over the data.
+
+    epoch: None reshuffles on every iteration; an epoch number gives that epoch's fixed order and
+    random augmentation, so a resumed run sees exactly the batches an uninterrupted one would.
+    """
     index = train_index([len(m.labels[split]) for m in modalities], paper_augment, seed)
     n = len(index[0][0])
     images = [tf.constant(m.images[split]) for m in modalities]
     labels = [tf.constant(m.labels[split]) for m in modalities]
     tasks = [m.task for m in modalities]
     ds = tf.data.Dataset.from_tensor_slices(tuple((src, tid) for src, tid in index))
-    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    order_seed = seed if epoch is None else seed * 100_003 + epoch + 1
+    ds = ds.shuffle(n, seed=order_seed, reshuffle_each_iteration=epoch is None).batch(batch_size)
 
     def load(*per_modality):
         xs, ys = [], {}
@@ -88,14 +94,14 @@ def train_dataset(modalities, batch_size, seed=0, paper_augment=True, random_aug
             x = augment.paper_transform(x, tid)
             xs.append(x)
             ys[tasks[i]] = tf.gather(labels[i], src)
-        return xs, ys
+        return tuple(xs), ys      # a tuple: tf.data would pack a list into one tensor
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if random_augment:
-        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        seeds = tf.data.Dataset.random(seed=order_seed).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda batch, s: ([tf.clip_by_value(augment.random_transform(x, s + i), 0.0, 1.0)
-                               for i, x in enumerate(batch[0])], batch[1]),
+            lambda batch, s: (tuple(tf.clip_by_value(augment.random_transform(x, s + i), 0.0, 1.0)
+                                    for i, x in enumerate(batch[0])), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -118,7 +124,7 @@ def eval_datasets(modalities, split, batch_size, seed=0):
         arrays = tuple(m.images[split][idx] for m, idx in zip(modalities, index))
         labels = modalities[t].labels[split]
         ds = tf.data.Dataset.from_tensor_slices((arrays, labels)).batch(batch_size)
-        out[task] = ds.map(lambda xs, y, task=task: ([_scale(x) for x in xs], {task: y}),
+        out[task] = ds.map(lambda xs, y, task=task: (tuple(_scale(x) for x in xs), {task: y}),
                            num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return out
 
