@@ -1,32 +1,70 @@
-"""Compiled train and predict steps shared by the training loop and the benchmark."""
+"""Compiled train and predict steps, written once for any `tf.distribute` strategy.
+
+Each replica computes its share of the TMTL loss (sum over its examples / global batch size), so
+the optimiser's cross-replica gradient sum equals the single-device gradient of the batch mean.
+"""
 
 import tensorflow as tf
 
 from mail_tf.training.losses import tmtl_loss
 
+SUM = tf.distribute.ReduceOp.SUM
 
-def make_train_step(model, optimizer, loss_weights=None, jit_compile=False):
-    """A `tf.function` (images, labels) -> loss that takes one optimiser step on the TMTL loss."""
 
-    @tf.function(jit_compile=jit_compile)
-    def train_step(images, labels):
+def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, strategy=None, penalty=None):
+    """A `tf.function` (images, labels) -> loss that takes one optimiser step on the TMTL loss.
+
+    images/labels are a batch as the data pipeline yields it, or its distributed version under
+    `strategy`. penalty: optional callable () -> scalar added to the loss (e.g. L2 on kernels);
+    the model's own `losses` are always added.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(images, labels):
+        local = tf.shape(next(iter(labels.values())))[0]
+        global_size = tf.distribute.get_replica_context().all_reduce(SUM, local)
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
-            loss = tmtl_loss(labels, logits, loss_weights)
-            if model.losses:
-                loss += tf.add_n(model.losses)
-        grads = tape.gradient(loss, model.trainable_variables)
+            loss = tmtl_loss(labels, logits, loss_weights, global_batch_size=global_size)
+            extra = list(model.losses) + ([penalty()] if penalty is not None else [])
+            if extra:
+                loss += tf.add_n(extra) / replicas
+            scaled = optimizer.scale_loss(loss)       # loss scaling under mixed precision
+        grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
+
+    # XLA cannot compile across MirroredStrategy's replicas; it applies on one device.
+    @tf.function(jit_compile=jit_compile and replicas == 1)
+    def train_step(images, labels):
+        return strategy.reduce(SUM, strategy.run(replica_step, args=(images, labels)), axis=None)
 
     return train_step
 
 
 def make_predict_fn(model, jit_compile=False):
-    """A `tf.function` images -> {task: logits} in inference mode."""
+    """A `tf.function` images -> {task: logits} in inference mode (one device)."""
 
     @tf.function(jit_compile=jit_compile)
     def predict(images):
         return model(images, training=False)
+
+    return predict
+
+
+def make_distributed_predict_fn(model, strategy=None):
+    """A function (distributed images, labels) -> (logits, labels), numpy, gathered over replicas
+    in batch order."""
+    strategy = strategy or tf.distribute.get_strategy()
+
+    @tf.function
+    def step(images, labels):
+        return strategy.run(lambda x, y: (model(x, training=False), y), args=(images, labels))
+
+    def predict(images, labels):
+        logits, labels = step(images, labels)
+        gather = lambda t: tf.concat(strategy.experimental_local_results(t), axis=0).numpy()
+        return ({k: gather(v) for k, v in logits.items()}, {k: gather(v) for k, v in labels.items()})
 
     return predict

@@ -1,0 +1,48 @@
+"""Training checkpoints: model + optimiser variables + loop state in one atomically written npz.
+
+One file per checkpoint, written to a temporary name and renamed, so a process killed at any
+moment leaves either the previous checkpoint or the new one, never half of each.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _variables(model, optimizer):
+    return {"model": list(model.variables), "optimizer": list(optimizer.variables) if optimizer else []}
+
+
+def save(path, model, optimizer, state):
+    """Write every model and optimiser variable and the JSON-able `state` dict to `path`."""
+    path = Path(path)
+    arrays = {"state": np.array(json.dumps(state))}
+    for group, variables in _variables(model, optimizer).items():
+        arrays[f"{group}_paths"] = np.array([v.path for v in variables])
+        for i, v in enumerate(variables):
+            arrays[f"{group}/{i}"] = np.asarray(v.numpy())
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(path, model, optimizer):
+    """Restore the variables saved by `save` (optimiser must be built) and return the state dict."""
+    with np.load(path, allow_pickle=False) as data:
+        for group, variables in _variables(model, optimizer).items():
+            paths = list(data[f"{group}_paths"])
+            if len(paths) != len(variables):
+                raise ValueError(f"checkpoint {path}: {len(paths)} {group} variables saved, the current "
+                                 f"{group} has {len(variables)}; it was written by a different configuration")
+            for i, v in enumerate(variables):
+                value = data[f"{group}/{i}"]
+                if tuple(value.shape) != tuple(v.shape):
+                    raise ValueError(f"checkpoint {path}: {group} variable {paths[i]} has shape "
+                                     f"{value.shape}, expected {tuple(v.shape)}")
+                v.assign(value)
+        return json.loads(str(data["state"]))

@@ -1,0 +1,299 @@
+"""The training loop: a run directory, epochs of compiled steps, validation, checkpoints, export.
+
+A run directory holds everything of one run:
+  config.json         the TrainConfig (compared on resume)
+  splits.json         every item's split, reused on resume
+  checkpoint.npz      model + optimiser + loop state after the last finished epoch
+  best.weights.h5     weights of the epoch with the lowest validation loss
+  model.keras         the best model, loadable with keras.saving.load_model (after `import mail_tf`)
+  export/             SavedModel serving uint8 images of any size -> per-task probabilities
+  metrics.json        per-epoch history; validation and test metrics of the best model
+  curves.png          training curves;  tensorboard/  the same scalars for TensorBoard
+"""
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mail_tf import data as mdata
+from mail_tf.models.mail import MIN_IMAGE_SIZE
+from mail_tf.models.registry import PRESETS, build_model
+from mail_tf.training import checkpoint
+from mail_tf.training.config import TrainConfig
+from mail_tf.training.metrics import classification_metrics, cross_entropy
+from mail_tf.training.report import plot_history
+from mail_tf.training.step import make_distributed_predict_fn, make_train_step
+
+RUN_FILES = ("config.json", "splits.json", "checkpoint.npz", "best.weights.h5", "model.keras", "export",
+             "metrics.json", "curves.png", "tensorboard")
+
+
+class RunError(ValueError):
+    """A problem with the run's settings or output directory, stated in one line."""
+
+
+def check_config(config):
+    """Fail fast, before any data is read, on settings the network cannot take."""
+    if config.model not in PRESETS:
+        raise RunError(f"unknown model {config.model!r}; choose one of {', '.join(sorted(PRESETS))}")
+    if config.image_size < MIN_IMAGE_SIZE:
+        raise RunError(f"image_size={config.image_size} is too small for {config.model}: its branches "
+                       f"downsample 32x, so images must be at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
+    try:
+        mdata.resolve_experiment(config.dataset)
+    except mdata.DataError as e:
+        raise RunError(str(e)) from None
+
+
+def prepare_run_dir(output_dir, config, resume=False, overwrite=False):
+    """Create or reopen the run directory. Reusing one that holds a run must be explicit."""
+    out = Path(output_dir)
+    if resume and overwrite:
+        raise RunError("resume and overwrite exclude each other")
+    existing = out / "config.json"
+    if resume:
+        if not existing.exists():
+            raise RunError(f"--resume: {out} holds no run (no config.json)")
+        saved = TrainConfig.from_dict(json.loads(existing.read_text()))
+        diff = config.differences(saved)
+        if diff:
+            listed = ", ".join(f"{k}={new!r} (run has {old!r})" for k, (new, old) in diff.items())
+            raise RunError(f"--resume: settings differ from the run in {out}: {listed}")
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            what = "a run" if existing.exists() else "other files"
+            raise RunError(f"output directory {out} already holds {what}; pass --resume to continue "
+                           f"it or --overwrite to replace it")
+        if not existing.exists() and not all(p.name in RUN_FILES for p in out.iterdir()):
+            raise RunError(f"--overwrite: {out} is not a run directory (no config.json); refusing to delete it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(config.to_json() + "\n")
+    return out
+
+
+def make_optimizer(config):
+    kwargs = dict(learning_rate=config.learning_rate)
+    if config.weight_decay:
+        kwargs["weight_decay"] = config.weight_decay
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(momentum=config.momentum, **kwargs)
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(**{"weight_decay": 0.0, **kwargs})
+    else:
+        optimizer = keras.optimizers.Adam(**kwargs)
+    if config.weight_decay:      # decoupled decay on kernels only, not on BN, biases or attention scalars
+        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "theta"])
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def make_strategy(name):
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def synchronize_batch_norm(model):
+    """Batch statistics over the global batch: the same numbers as on one device."""
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+
+
+def l2_penalty(model, factor):
+    kernels = [v for v in model.trainable_variables if v.path.endswith("kernel")]
+    return lambda: factor * tf.add_n([tf.reduce_sum(tf.square(tf.cast(k, tf.float32))) for k in kernels])
+
+
+@dataclasses.dataclass
+class LoopState:
+    """Everything besides variables that a resumed run needs to continue exactly."""
+
+    epoch: int = 0                      # finished epochs
+    learning_rate: float = None
+    best_val_loss: float = float("inf")
+    best_epoch: int = 0
+    plateau_best: float = float("inf")
+    plateau_wait: int = 0
+    stopped_early: bool = False
+    history: list = dataclasses.field(default_factory=list)
+
+    def update_schedule(self, val_loss, config, min_delta=1e-4):
+        """ReduceLROnPlateau and early stopping on the validation loss; returns (improved, new lr)."""
+        improved = val_loss < self.best_val_loss
+        if improved:
+            self.best_val_loss, self.best_epoch = val_loss, self.epoch
+        if val_loss < self.plateau_best - min_delta:
+            self.plateau_best, self.plateau_wait = val_loss, 0
+        else:
+            self.plateau_wait += 1
+            if self.plateau_wait >= config.lr_patience and self.learning_rate > config.min_lr:
+                self.learning_rate = max(self.learning_rate * config.lr_factor, config.min_lr)
+                self.plateau_wait = 0
+        patience = config.early_stopping_patience
+        self.stopped_early = bool(patience) and self.epoch - self.best_epoch >= patience
+        return improved
+
+
+class Trainer:
+    """Builds data, model and optimiser for a config; `fit` runs the epochs, `finish` evaluates and
+    exports the best model."""
+
+    def __init__(self, config, output_dir, resume=False, overwrite=False, log=None):
+        check_config(config)
+        self.config = config
+        self.out = prepare_run_dir(output_dir, config, resume, overwrite)
+        self.log = log or (lambda msg: print(msg, flush=True))
+        keras.utils.set_random_seed(config.seed)
+        keras.mixed_precision.set_global_policy(config.precision)
+        self.strategy = make_strategy(config.strategy)
+
+        manifest_path = self.out / "splits.json" if resume and (self.out / "splits.json").exists() else config.manifest
+        manifest = mdata.read_manifest(manifest_path) if manifest_path else None
+        self.log(f"loading {config.dataset} at {config.image_size}x{config.image_size} ...")
+        self.modalities = mdata.load_experiment(config.dataset, config.image_size, config.seed, config.data_dir,
+                                                manifest=manifest, skip_bad=config.skip_bad_images)
+        mdata.write_manifest(self.out / "splits.json", mdata.manifests(self.modalities))
+        self.tasks = [m.task for m in self.modalities]
+        if config.loss_weights is not None and len(config.loss_weights) != len(self.tasks):
+            raise RunError(f"loss_weights={config.loss_weights}: expected one weight per task {self.tasks}")
+        self.loss_weights = (dict(zip(self.tasks, map(float, config.loss_weights)))
+                             if config.loss_weights else {t: 1.0 / len(self.tasks) for t in self.tasks})
+        for m in self.modalities:
+            sizes = {s: len(m.labels[s]) for s in m.labels}
+            self.log(f"  {m.task}: {m.num_classes} classes {m.class_names}; images {sizes}")
+
+        with self.strategy.scope():
+            self.model = build_model(config.model, {m.task: m.num_classes for m in self.modalities},
+                                     (config.image_size, config.image_size, 3), width=config.width)
+            if self.strategy.num_replicas_in_sync > 1:
+                synchronize_batch_norm(self.model)
+            self.optimizer = make_optimizer(config)
+            self.optimizer.build(self.model.trainable_variables)
+        penalty = l2_penalty(self.model, config.l2) if config.l2 else None
+        self.train_step = make_train_step(self.model, self.optimizer, self.loss_weights, config.jit_compile,
+                                          self.strategy, penalty)
+        self.predict = make_distributed_predict_fn(self.model, self.strategy)
+
+        self.state = LoopState(learning_rate=config.learning_rate)
+        if resume and (self.out / "checkpoint.npz").exists():
+            saved = checkpoint.load(self.out / "checkpoint.npz", self.model, self.optimizer)
+            self.state = LoopState(**saved)
+            self.log(f"resumed from {self.out / 'checkpoint.npz'} after epoch {self.state.epoch}")
+        self._set_learning_rate(self.state.learning_rate)
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def predict_split(self, split):
+        """{task: (labels, logits)} over every image of `split`, each task scored once."""
+        out = {}
+        datasets = mdata.eval_datasets(self.modalities, split, self.config.batch_size, self.config.seed)
+        for task, ds in datasets.items():
+            labels, logits = [], []
+            for images, y in self.strategy.experimental_distribute_dataset(ds):
+                batch_logits, batch_labels = self.predict(images, y)
+                logits.append(batch_logits[task].astype(np.float32))
+                labels.append(batch_labels[task])
+            out[task] = (np.concatenate(labels), np.concatenate(logits))
+        return out
+
+    def evaluate(self, split):
+        """(TMTL-weighted loss, {task: metrics incl. its loss}) on `split`."""
+        per_task, loss = {}, 0.0
+        for m, (task, (labels, logits)) in zip(self.modalities, self.predict_split(split).items()):
+            probabilities = tf.nn.softmax(logits).numpy()
+            per_task[task] = classification_metrics(labels, probabilities, m.class_names)
+            per_task[task]["loss"] = cross_entropy(labels, logits)
+            loss += self.loss_weights[task] * per_task[task]["loss"]
+        return loss, per_task
+
+    # -- training ---------------------------------------------------------------------------------
+    def _set_learning_rate(self, lr):
+        self.optimizer.learning_rate = lr
+
+    def fit(self):
+        config, state = self.config, self.state
+        writer = tf.summary.create_file_writer(str(self.out / "tensorboard"))
+        steps = None
+        while state.epoch < config.epochs and not state.stopped_early:
+            epoch = state.epoch + 1
+            ds = mdata.train_dataset(self.modalities, config.batch_size, config.seed, config.paper_augment,
+                                     config.random_augment, epoch=epoch)
+            steps = steps or int(ds.cardinality())
+            self.log(f"epoch {epoch}/{config.epochs}  lr {state.learning_rate:.2g}")
+            # Redraw often on a terminal; in a log file print a line every 30 s.
+            bar = keras.utils.Progbar(steps, unit_name="step", interval=0.2 if sys.stdout.isatty() else 30)
+            start, total, seen = time.time(), 0.0, 0
+            for i, (images, labels) in enumerate(self.strategy.experimental_distribute_dataset(ds)):
+                loss = float(self.train_step(images, labels))
+                if not np.isfinite(loss):
+                    raise FloatingPointError(f"epoch {epoch} step {i + 1}: the training loss is {loss}; lower "
+                                             f"the learning rate (now {state.learning_rate})")
+                total, seen = total + loss, seen + 1
+                bar.update(i + 1, [("loss", loss)])
+            train_time = time.time() - start
+            val_loss, val = self.evaluate("val")
+            state.epoch = epoch
+            improved = state.update_schedule(val_loss, config)
+            record = {"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss,
+                      "learning_rate": float(self.optimizer.learning_rate), "train_seconds": train_time,
+                      "val": {t: _summary(v) for t, v in val.items()}}
+            state.history.append(record)
+            self._set_learning_rate(state.learning_rate)
+            self.log(f"  train loss {record['train_loss']:.4f}  val loss {val_loss:.4f}  " + "  ".join(
+                f"{t} acc {v['accuracy']:.3f} auc {_fmt(v['auc'])}" for t, v in val.items())
+                + f"  ({train_time:.0f} s){'  *best*' if improved else ''}")
+            with writer.as_default(step=epoch):
+                tf.summary.scalar("loss/train", record["train_loss"])
+                tf.summary.scalar("loss/val", val_loss)
+                tf.summary.scalar("learning_rate", record["learning_rate"])
+                for t, v in val.items():
+                    for name in ("accuracy", "macro_f1", "auc"):
+                        if v[name] is not None:
+                            tf.summary.scalar(f"val_{name}/{t}", v[name])
+            writer.flush()
+            if improved:
+                self.model.save_weights(self.out / "best.weights.h5")
+            checkpoint.save(self.out / "checkpoint.npz", self.model, self.optimizer, dataclasses.asdict(state))
+            plot_history(state.history, self.tasks, self.out / "curves.png")
+        if state.stopped_early:
+            self.log(f"early stopping after epoch {state.epoch}: no better validation loss since epoch "
+                     f"{state.best_epoch}")
+        return state
+
+
+def _summary(metrics):
+    return {k: metrics[k] for k in ("accuracy", "macro_f1", "auc", "loss") if k in metrics}
+
+
+def _fmt(value):
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def finish(trainer):
+    """Evaluate the best weights on validation and test, save model.keras, export, write metrics.json."""
+    from mail_tf.export import export_serving
+
+    out, state = trainer.out, trainer.state
+    if (out / "best.weights.h5").exists():
+        trainer.model.load_weights(out / "best.weights.h5")
+    results = {}
+    for split in ("val", "test"):
+        loss, per_task = trainer.evaluate(split)
+        results[split] = {"loss": loss, **per_task}
+    trainer.model.save(out / "model.keras")
+    export_serving(trainer.model, out / "export", {m.task: m.class_names for m in trainer.modalities},
+                   trainer.config.image_size)
+    metrics = {"dataset": trainer.config.dataset, "model": trainer.config.model, "epochs_run": state.epoch,
+               "best_epoch": state.best_epoch, "stopped_early": state.stopped_early, **results,
+               "history": state.history}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
