@@ -1,15 +1,21 @@
-# mail-tf: `make test` and `make benchmark` create .venv/ and install everything on a fresh machine.
+# mail-tf: every target creates .venv/ and installs everything on a fresh machine first.
+#   make train [DATASET=medmnist] [MODEL=mail_rn18] [EPOCHS=] [IMAGE_SIZE=] [BATCH_SIZE=] [OUT=runs/x]
+#   make test | make benchmark
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+DATASET ?= medmnist
+MODEL ?= mail_rn18
 MODELS ?= mail_rn18,mail_rn50,resnet18_pair
-IMAGE_SIZE ?= 128
-BATCH_SIZE ?= 32
-OUT ?= runs
+# Empty: the experiment's own defaults (train) or 128 / 32 (benchmark).
+EPOCHS ?=
+IMAGE_SIZE ?=
+BATCH_SIZE ?=
+OUT ?=
 
-.PHONY: install test benchmark clean
+.PHONY: install train test benchmark clean
 
 install: $(STAMP)
 
@@ -25,9 +31,14 @@ $(STAMP): setup.cfg pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest
 
+train: $(STAMP)
+	$(PY) -m experiments.train --dataset $(DATASET) --model $(MODEL) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+		$(if $(IMAGE_SIZE),--image_size $(IMAGE_SIZE)) $(if $(BATCH_SIZE),--batch_size $(BATCH_SIZE)) \
+		$(if $(OUT),--output_dir $(OUT)) $(if $(RESUME),--resume) $(if $(OVERWRITE),--overwrite)
+
 benchmark: $(STAMP)
-	$(PY) -m experiments.benchmark --models $(MODELS) --image-size $(IMAGE_SIZE) \
-		--batch-size $(BATCH_SIZE) --json $(OUT)/benchmark.json
+	$(PY) -m experiments.benchmark --models $(MODELS) --image-size $(or $(IMAGE_SIZE),128) \
+		--batch-size $(or $(BATCH_SIZE),32) --json $(or $(OUT),runs)/benchmark.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

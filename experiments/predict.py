@@ -1,0 +1,84 @@
+"""Classify one image per modality with an exported model; print per-task probabilities as JSON.
+
+  python -m experiments.predict --model runs/medmnist-mail_rn18-20261122-101500 breast.png chest.jpg
+
+--model is a run directory (its export/ is used) or an exported SavedModel directory. Images are
+given in the model's modality order (see its mail_tf_serving.json), any size, grey or colour.
+Only TensorFlow is needed: the SavedModel carries the network and its preprocessing.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Run directory or exported SavedModel directory.")
+flags.DEFINE_integer("top", 0, "Print only the top-k classes per task (0: all).")
+
+METADATA = "mail_tf_serving.json"
+
+
+def find_export(path):
+    path = Path(path)
+    for candidate in (path, path / "export"):
+        if (candidate / "saved_model.pb").exists():
+            return candidate
+    raise FileNotFoundError(f"--model {path}: no saved_model.pb in it or in its export/ folder; expected a "
+                            f"run directory of experiments.train or an exported SavedModel")
+
+
+def read_image(path):
+    """An image file -> (1, H, W, C) uint8 tensor."""
+    import tensorflow as tf
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image {path}: no such file")
+    try:
+        image = tf.io.decode_image(tf.io.read_file(str(path)), dtype=tf.uint8, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+        raise ValueError(f"image {path}: cannot decode it; expected a PNG, JPEG, BMP, GIF or WebP file") from None
+    return image[None]
+
+
+def predict(export_dir, image_paths, top=0):
+    """{task: {image, class, probabilities}} for one image per modality."""
+    import tensorflow as tf
+
+    meta_path = export_dir / METADATA
+    if not meta_path.exists():
+        raise FileNotFoundError(f"--model {export_dir}: {METADATA} is missing; it is written by mail_tf's export")
+    meta = json.loads(meta_path.read_text())
+    inputs, tasks = meta["inputs"], meta["tasks"]
+    if len(image_paths) != len(inputs):
+        raise ValueError(f"the model takes {len(inputs)} images, one per modality in the order "
+                         f"{', '.join(tasks)}; got {len(image_paths)}")
+    images = [read_image(p) for p in image_paths]
+    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    probabilities = serve(**dict(zip(inputs, images)))
+    out = {}
+    for task, path in zip(tasks, image_paths):
+        names = meta["class_names"][task]
+        p = probabilities[task].numpy()[0]
+        ranked = sorted(zip(names, p.tolist()), key=lambda item: -item[1])
+        out[task] = {"image": str(path), "class": ranked[0][0],
+                     "probabilities": dict(ranked[:top] if top else ranked)}
+    return out
+
+
+def main(argv):
+    if not FLAGS.model:
+        sys.exit("error: --model is required (a run directory or an exported SavedModel)")
+    try:
+        result = predict(find_export(FLAGS.model), argv[1:], FLAGS.top)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,122 @@
+"""Train a multi-branch model on a named experiment; evaluate and export the best epoch.
+
+  python -m experiments.train                                   # embedded MedMNIST, MAIL-RN18
+  python -m experiments.train --dataset sipakmed --data_dir /data --epochs 50 --output_dir runs/sip
+  python -m experiments.train --output_dir runs/sip --resume    # continue an interrupted run
+
+Settings not given on the command line come from the experiment's defaults
+(mail_tf.training.config.EXPERIMENT_DEFAULTS), then from TrainConfig's.
+"""
+
+import os
+import re
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", "medmnist", "Named experiment or KIND[:OPTION]=ROOT,... spec.")
+flags.DEFINE_string("model", "mail_rn18", "Model preset (mail_rn18, mail_rn50, resnet18_pair, resnet50_pair).")
+flags.DEFINE_float("width", 1.0, "Width multiplier of the model (1.0: the paper's widths).")
+flags.DEFINE_integer("epochs", 100, "Maximum epochs (medmnist: 20).")
+flags.DEFINE_integer("image_size", 128, "Square input size (medmnist: 64).")
+flags.DEFINE_integer("batch_size", 32, "Image pairs per step (medmnist: 64).")
+flags.DEFINE_integer("seed", 0, "Seed of initialisation, splits, pairing, shuffling and augmentation.")
+flags.DEFINE_enum("optimizer", "adam", ["adam", "adamw", "sgd"], "adam: the notebook's; sgd: the paper's.")
+flags.DEFINE_float("learning_rate", None, "Initial learning rate (default adam 1e-4, sgd 1e-3; medmnist 1e-3).")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay on kernels (applied by the optimiser).")
+flags.DEFINE_float("l2", 0.0, "L2 penalty on conv/dense kernels added to the loss.")
+flags.DEFINE_list("loss_weights", None, "TMTL weight per task, in task order (default 1/T each).")
+flags.DEFINE_float("lr_factor", 0.1, "ReduceLROnPlateau factor on the validation loss.")
+flags.DEFINE_integer("lr_patience", 10, "Epochs without improvement before the LR drops (medmnist: 3).")
+flags.DEFINE_float("min_lr", 1e-6, "Floor of the learning rate.")
+flags.DEFINE_integer("early_stopping_patience", 20, "Epochs without improvement before stopping; 0: off "
+                     "(medmnist: 8).")
+flags.DEFINE_bool("paper_augment", True, "The paper's 4x augmented training set (medmnist: off).")
+flags.DEFINE_bool("random_augment", False, "Random rotation/translation on the fly (medmnist: on).")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"], "Mixed precision (GPU).")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (GPU; slower on CPU).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
+flags.DEFINE_string("data_dir", None, "Folder holding the downloaded datasets (default $MAIL_TF_DATA_DIR or ./data).")
+flags.DEFINE_string("manifest", None, "Reuse the splits of this split manifest (splits.json).")
+flags.DEFINE_bool("skip_bad_images", False, "Skip unreadable images (listed) instead of failing.")
+flags.DEFINE_string("output_dir", None, "Run directory (default runs/<dataset>-<model>-<time>).")
+flags.DEFINE_bool("resume", False, "Continue the run in --output_dir from its last checkpoint.")
+flags.DEFINE_bool("overwrite", False, "Replace the run in --output_dir.")
+
+CONFIG_FLAGS = ("model", "width", "epochs", "image_size", "batch_size", "seed", "optimizer", "learning_rate",
+                "momentum", "weight_decay", "l2", "loss_weights", "lr_factor", "lr_patience", "min_lr",
+                "early_stopping_patience", "paper_augment", "random_augment", "precision", "jit_compile",
+                "strategy", "data_dir", "manifest", "skip_bad_images")
+
+
+def config_from_flags():
+    """TrainConfig from the experiment defaults and the flags the user actually gave."""
+    import json
+    from pathlib import Path
+
+    from mail_tf.training import TrainConfig
+
+    given = {name: FLAGS[name].value for name in CONFIG_FLAGS if FLAGS[name].present}
+    if "loss_weights" in given:
+        try:
+            given["loss_weights"] = [float(w) for w in given["loss_weights"]]
+        except ValueError:
+            raise ValueError(f"--loss_weights={','.join(FLAGS.loss_weights)}: expected numbers") from None
+    if FLAGS.resume and FLAGS.output_dir:
+        # Resuming takes the run's own settings; the flags given must agree with them (checked later).
+        saved = Path(FLAGS.output_dir) / "config.json"
+        if saved.exists():
+            if FLAGS["dataset"].present:
+                given["dataset"] = FLAGS.dataset
+            return TrainConfig.from_dict({**json.loads(saved.read_text()), **given})
+    return TrainConfig.for_experiment(FLAGS.dataset, **given)
+
+
+def default_output_dir(config):
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{config.dataset}-{config.model}")[:80]
+    return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def print_summary(metrics, out, seconds):
+    print(f"\nbest epoch {metrics['best_epoch']} of {metrics['epochs_run']}; wall time {seconds / 60:.1f} min")
+    print(f"{'split':6} {'task':18} {'n':>6} {'accuracy':>9} {'macro-F1':>9} {'AUC':>7}")
+    for split in ("val", "test"):
+        for task, m in metrics[split].items():
+            if isinstance(m, dict):
+                auc = "n/a" if m["auc"] is None else f"{m['auc']:.4f}"
+                print(f"{split:6} {task:18} {m['count']:6d} {m['accuracy']:9.4f} {m['macro_f1']:9.4f} {auc:>7}")
+    print(f"run directory: {out}  (metrics.json, curves.png, model.keras, export/)")
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)      # TensorFlow's INFO lines while exporting
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; settings are --flags (see --help)")
+    start = time.time()
+    from mail_tf.data import DataError
+    from mail_tf.training import RunError, Trainer, finish
+
+    try:
+        config = config_from_flags()
+        out = FLAGS.output_dir or default_output_dir(config)
+        trainer = Trainer(config, out, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
+    except (RunError, DataError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        sys.exit(f"\ninterrupted after epoch {trainer.state.epoch}; continue with "
+                 f"python -m experiments.train --output_dir {out} --resume")
+    except FloatingPointError as e:
+        sys.exit(f"error: {e}")
+    metrics = finish(trainer)
+    print_summary(metrics, trainer.out, time.time() - start)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,245 @@
+"""The training loop end to end: kill and resume, export, predict, distribution, bad input.
+
+The runs train a narrow plain two-branch ResNet-18 (`resnet18_pair`, width 0.25) on the embedded
+MedMNIST data at 32x32 for three epochs: a few seconds an epoch, so the loop, not the model, is
+what these tests exercise.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+TINY = ["--model", "resnet18_pair", "--width", "0.25", "--image_size", "32", "--batch_size", "64",
+        "--epochs", "3", "--early_stopping_patience", "0", "--seed", "3"]
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def train_cli(*args, check=True, **kwargs):
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", *args], capture_output=True, text=True,
+                          **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"experiments.train failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def checkpoint_arrays(run):
+    with np.load(run / "checkpoint.npz") as d:
+        state = json.loads(str(d["state"]))
+        return state, {k: d[k] for k in d.files if k.startswith(("model/", "optimizer/"))}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One uninterrupted tiny run, finished: evaluated and exported."""
+    out = tmp_path_factory.mktemp("runs") / "full"
+    proc = train_cli(*TINY, "--output_dir", str(out))
+    return out, proc
+
+
+def test_killed_run_resumes_to_the_same_weights(full_run, tmp_path):
+    full, _ = full_run
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY, "--output_dir", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (out / "checkpoint.npz").exists():          # wait for the first finished epoch
+        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)                     # mid-way: epoch 2 is under way
+    proc.wait()
+    state, _ = checkpoint_arrays(out)
+    assert state["epoch"] < 3
+
+    train_cli("--output_dir", str(out), "--resume")          # its own settings from config.json
+    resumed_state, resumed = checkpoint_arrays(out)
+    full_state, reference = checkpoint_arrays(full)
+    assert resumed_state["epoch"] == full_state["epoch"] == 3
+    assert [h["epoch"] for h in resumed_state["history"]] == [1, 2, 3]
+    assert resumed.keys() == reference.keys()
+    for key in reference:
+        np.testing.assert_allclose(resumed[key], reference[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    # Same seed, same data, same machine: the same metrics.
+    a = json.loads((out / "metrics.json").read_text())
+    b = json.loads((full / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for task in ("breastmnist", "pneumoniamnist"):
+            assert a[split][task]["confusion_matrix"] == b[split][task]["confusion_matrix"]
+            assert a[split][task]["auc"] == pytest.approx(b[split][task]["auc"], abs=1e-6)
+
+
+def test_run_directory_and_reports(full_run):
+    out, proc = full_run
+    for name in ("config.json", "splits.json", "checkpoint.npz", "best.weights.h5", "model.keras",
+                 "curves.png", "export/saved_model.pb", "export/mail_tf_serving.json"):
+        assert (out / name).exists(), name
+    assert any((out / "tensorboard").iterdir())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and len(metrics["history"]) == 3
+    assert 1 <= metrics["best_epoch"] <= 3
+    for split, sizes in (("val", {"breastmnist": 78, "pneumoniamnist": 524}),
+                         ("test", {"breastmnist": 156, "pneumoniamnist": 624})):
+        for task, n in sizes.items():
+            m = metrics[split][task]
+            assert m["count"] == n == int(np.sum(m["confusion_matrix"]))
+            assert 0 <= m["accuracy"] <= 1 and 0 <= m["auc"] <= 1 and 0 <= m["macro_f1"] <= 1
+    assert "test   pneumoniamnist" in proc.stdout and "ETA" not in proc.stdout[-500:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "resnet18_pair" and config["epochs"] == 3
+    assert config["optimizer"] == "adam" and config["learning_rate"] == 1e-3      # the medmnist defaults
+
+
+def _uint8_images(rng, n, h, w, c):
+    return rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+def test_exported_model_matches_live_model_without_mail_tf(full_run, tmp_path):
+    import mail_tf  # noqa: F401  (registers the layers for .keras loading)
+    from mail_tf.data.images import to_rgb_uint8
+
+    out, _ = full_run
+    model = keras.saving.load_model(out / "model.keras")
+    rng = np.random.default_rng(0)
+    cases = {"same": [_uint8_images(rng, 3, 32, 32, 3), _uint8_images(rng, 3, 32, 32, 3)],
+             "other": [_uint8_images(rng, 2, 57, 41, 1), _uint8_images(rng, 2, 120, 90, 3)]}
+    np.savez(tmp_path / "x.npz", **{f"{k}_{i}": v for k, xs in cases.items() for i, v in enumerate(xs)})
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        f"d = np.load(r'{tmp_path / 'x.npz'}')\n"
+        f"serve = tf.saved_model.load(r'{out / 'export'}').signatures['serving_default']\n"
+        "res = {}\n"
+        "for case in ('same', 'other'):\n"
+        "    out = serve(breastmnist_image=d[case + '_0'], pneumoniamnist_image=d[case + '_1'])\n"
+        "    res.update({case + '_' + k: v.numpy() for k, v in out.items()})\n"
+        "assert 'mail_tf' not in sys.modules\n"
+        f"np.savez(r'{tmp_path / 'out.npz'}', **res)\n")
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    served = np.load(tmp_path / "out.npz")
+    for case, xs in cases.items():
+        live_inputs = [tf.cast(to_rgb_uint8(x, 32), tf.float32) / 255.0 for x in xs]
+        live = model(live_inputs, training=False)
+        for task in ("breastmnist", "pneumoniamnist"):
+            expected = tf.nn.softmax(live[task]).numpy()
+            np.testing.assert_allclose(served[f"{case}_{task}"], expected, atol=1e-5)
+            np.testing.assert_allclose(served[f"{case}_{task}"].sum(1), 1.0, atol=1e-5)
+    # At the training size the served preprocessing is exactly x / 255.
+    same = model([x.astype(np.float32) / 255.0 for x in cases["same"]], training=False)
+    np.testing.assert_allclose(served["same_breastmnist"], tf.nn.softmax(same["breastmnist"]).numpy(), atol=1e-5)
+
+
+def test_predict_cli_on_real_files_of_different_sizes(full_run):
+    out, _ = full_run
+    skin = next((REAL_DATA / "ham10000").rglob("*.jpg"))                  # 600x450 colour
+    mri = next((REAL_DATA / "brain_tumor_mri").rglob("*.jpg"))            # 512x512 grey JPEG
+    proc = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", str(out), str(skin), str(mri)],
+                          capture_output=True, text=True, check=True)
+    result = json.loads(proc.stdout)
+    assert list(result) == ["breastmnist", "pneumoniamnist"]
+    assert set(result["breastmnist"]["probabilities"]) == {"malignant", "normal, benign"}
+    for task, r in result.items():
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert r["class"] == max(r["probabilities"], key=r["probabilities"].get)
+    bad = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", str(out), str(skin)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "error: the model takes 2 images" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "nope"], "error: unknown experiment 'nope'"),
+    (["--dataset", "ham10000=/nonexistent/ham"], "/nonexistent/ham"),
+    (["--image_size", "16"], "error: image_size=16 is too small"),
+])
+def test_bad_settings_are_one_clear_line(args, message, tmp_path):
+    proc = train_cli(*args, "--output_dir", str(tmp_path / "run"), check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_reusing_a_run_directory_must_be_explicit(full_run, tmp_path):
+    from mail_tf.training import RunError, TrainConfig
+    from mail_tf.training.trainer import prepare_run_dir
+
+    out, _ = full_run
+    proc = train_cli(*TINY, "--output_dir", str(out), check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"output directory {out} already holds a run; pass --resume" in proc.stderr
+    other = TrainConfig.for_experiment("medmnist", model="resnet18_pair", image_size=48)
+    with pytest.raises(RunError, match=r"settings differ from the run .*image_size=48 \(run has 32\)"):
+        prepare_run_dir(out, other, resume=True)
+    stranger = tmp_path / "notes"
+    stranger.mkdir()
+    (stranger / "thesis.tex").write_text("keep me")
+    with pytest.raises(RunError, match="not a run directory"):
+        prepare_run_dir(stranger, other, overwrite=True)
+    assert (stranger / "thesis.tex").exists()
+
+
+def test_experiment_defaults_and_flag_overrides():
+    from mail_tf.training import TrainConfig
+
+    c = TrainConfig.for_experiment("medmnist", epochs=5)
+    assert (c.image_size, c.epochs, c.learning_rate, c.paper_augment) == (64, 5, 1e-3, False)
+    general = TrainConfig.for_experiment("sipakmed", optimizer="sgd")
+    assert (general.image_size, general.learning_rate, general.paper_augment) == (128, 1e-3, True)
+    with pytest.raises(ValueError, match="optimizer='rmsprop': expected one of"):
+        TrainConfig(optimizer="rmsprop")
+
+
+MIRRORED = r"""
+import numpy as np, tensorflow as tf, keras
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import mail_tf
+from mail_tf.training import make_train_step
+from mail_tf.training.trainer import synchronize_batch_norm
+
+keras.utils.set_random_seed(0)
+tasks = {"a": 3, "b": 2}
+rng = np.random.default_rng(0)
+x = tuple(rng.random((8, 32, 32, 3), dtype=np.float32) for _ in range(2))
+y = {"a": rng.integers(0, 3, 8), "b": rng.integers(0, 2, 8)}
+ds = tf.data.Dataset.from_tensors((x, y))
+
+def one_step(strategy):
+    with strategy.scope():
+        model = mail_tf.build_model("mail_rn18", tasks, (32, 32, 3), width=0.25, dropout=0.0)
+        model.set_weights(initial)
+        if strategy.num_replicas_in_sync > 1:
+            synchronize_batch_norm(model)
+        opt = keras.optimizers.SGD(0.1)
+    step = make_train_step(model, opt, strategy=strategy)
+    images, labels = next(iter(strategy.experimental_distribute_dataset(ds)))
+    loss = float(step(images, labels))
+    return loss, [v.numpy() for v in model.weights]
+
+initial = mail_tf.build_model("mail_rn18", tasks, (32, 32, 3), width=0.25, dropout=0.0).get_weights()
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert mirrored.num_replicas_in_sync == 2
+l1, w1 = one_step(tf.distribute.get_strategy())
+l2, w2 = one_step(mirrored)
+changed = max(float(np.abs(a - b).max()) for a, b in zip(w1, initial))
+# Differences relative to the largest update (SGD 0.1 moves some kernels by ~5):
+# round-off gives ~1e-4, an unsynchronised BN or a wrong loss scale gives O(1).
+worst = max(float(np.abs(a - b).max()) for a, b in zip(w1, w2)) / changed
+print(l1, l2, changed, worst)
+assert changed > 1e-3, changed
+# Synchronised BN takes E[x^2] - E[x]^2 over replicas: float32 round-off, not a bug.
+assert abs(l1 - l2) < 1e-4 * max(1.0, abs(l1)), (l1, l2)
+assert worst < 1e-3, worst
+"""
+
+
+def test_mirrored_strategy_step_equals_default_strategy():
+    """Two logical CPUs: the same loss and updated weights (BN statistics synchronised)."""
+    proc = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
