@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "medmnist", "Named experiment or KIND[:OPTION]=ROOT,... spec.")
 flags.DEFINE_string("model", "mail_rn18", "Model preset (mail_rn18, mail_rn50, resnet18_pair, resnet50_pair).")
 flags.DEFINE_float("width", 1.0, "Width multiplier of the model (1.0: the paper's widths).")
-flags.DEFINE_integer("epochs", 100, "Maximum epochs (medmnist: 20).")
+flags.DEFINE_integer("epochs", 100, "Maximum epochs (medmnist: 14).")
 flags.DEFINE_integer("image_size", 128, "Square input size (medmnist: 64).")
 flags.DEFINE_integer("batch_size", 32, "Image pairs per step (medmnist: 64).")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, splits, pairing, shuffling and augmentation.")
@@ -31,11 +31,15 @@ flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay on kernels (applied by the optimiser).")
 flags.DEFINE_float("l2", 0.0, "L2 penalty on conv/dense kernels added to the loss.")
 flags.DEFINE_list("loss_weights", None, "TMTL weight per task, in task order (default 1/T each).")
+flags.DEFINE_enum("lr_schedule", "plateau", ["plateau", "cosine"], "plateau: ReduceLROnPlateau on the "
+                  "validation loss (the paper's); cosine: decay to --min_lr over --epochs (medmnist).")
 flags.DEFINE_float("lr_factor", 0.1, "ReduceLROnPlateau factor on the validation loss.")
-flags.DEFINE_integer("lr_patience", 10, "Epochs without improvement before the LR drops (medmnist: 3).")
+flags.DEFINE_integer("lr_patience", 10, "Plateau schedule: epochs without improvement before the LR drops.")
 flags.DEFINE_float("min_lr", 1e-6, "Floor of the learning rate.")
 flags.DEFINE_integer("early_stopping_patience", 20, "Epochs without improvement before stopping; 0: off "
                      "(medmnist: 8).")
+flags.DEFINE_float("bn_momentum", None, "BatchNorm moving-average momentum (default: the model's 0.99; "
+                   "medmnist: 0.9).")
 flags.DEFINE_bool("paper_augment", True, "The paper's 4x augmented training set (medmnist: off).")
 flags.DEFINE_bool("random_augment", False, "Random rotation/translation on the fly (medmnist: on).")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"], "Mixed precision (GPU).")
@@ -49,8 +53,8 @@ flags.DEFINE_bool("resume", False, "Continue the run in --output_dir from its la
 flags.DEFINE_bool("overwrite", False, "Replace the run in --output_dir.")
 
 CONFIG_FLAGS = ("model", "width", "epochs", "image_size", "batch_size", "seed", "optimizer", "learning_rate",
-                "momentum", "weight_decay", "l2", "loss_weights", "lr_factor", "lr_patience", "min_lr",
-                "early_stopping_patience", "paper_augment", "random_augment", "precision", "jit_compile",
+                "momentum", "weight_decay", "l2", "loss_weights", "lr_schedule", "lr_factor", "lr_patience", "min_lr",
+                "early_stopping_patience", "bn_momentum", "paper_augment", "random_augment", "precision", "jit_compile",
                 "strategy", "data_dir", "manifest", "skip_bad_images")
 
 

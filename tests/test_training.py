@@ -95,6 +95,11 @@ def test_run_directory_and_reports(full_run):
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "resnet18_pair" and config["epochs"] == 3
     assert config["optimizer"] == "adam" and config["learning_rate"] == 1e-3      # the medmnist defaults
+    import mail_tf  # noqa: F401  (registers the layers)
+    model = keras.saving.load_model(out / "model.keras")
+    momenta = {layer.momentum for layer in model._flatten_layers()
+               if isinstance(layer, keras.layers.BatchNormalization)}
+    assert momenta == {0.9}, momenta       # medmnist's bn_momentum reached every BN layer
 
 
 def _uint8_images(rng, n, h, w, c):
@@ -195,13 +200,35 @@ def test_experiment_defaults_and_flag_overrides():
         TrainConfig(optimizer="rmsprop")
 
 
+def test_learning_rate_schedules_and_early_stopping():
+    from mail_tf.training import TrainConfig
+    from mail_tf.training.trainer import LoopState
+
+    def run(config, losses):
+        state, rates = LoopState(learning_rate=config.learning_rate), []
+        for epoch, loss in enumerate(losses, 1):
+            state.epoch = epoch
+            state.update_schedule(loss, config)
+            rates.append(state.learning_rate)
+        return state, rates
+
+    cosine = TrainConfig(epochs=4, learning_rate=1e-3, min_lr=1e-6, lr_schedule="cosine")
+    _, rates = run(cosine, [1.0, 0.9, 0.8, 0.7])
+    expected = [1e-6 + (1e-3 - 1e-6) * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in (1, 2, 3, 4)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-12)       # the rate of the next epoch
+    plateau = TrainConfig(learning_rate=1e-3, lr_patience=2, lr_factor=0.1, early_stopping_patience=3)
+    state, rates = run(plateau, [1.0, 1.0, 1.0, 0.5, 0.6, 0.6, 0.6])
+    assert np.allclose(rates, [1e-3, 1e-3, 1e-4, 1e-4, 1e-4, 1e-5, 1e-5])
+    assert (state.best_epoch, state.best_val_loss, state.stopped_early) == (4, 0.5, True)
+
+
 MIRRORED = r"""
 import numpy as np, tensorflow as tf, keras
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import mail_tf
 from mail_tf.training import make_train_step
-from mail_tf.training.trainer import synchronize_batch_norm
+from mail_tf.training.trainer import configure_batch_norm
 
 keras.utils.set_random_seed(0)
 tasks = {"a": 3, "b": 2}
@@ -214,8 +241,7 @@ def one_step(strategy):
     with strategy.scope():
         model = mail_tf.build_model("mail_rn18", tasks, (32, 32, 3), width=0.25, dropout=0.0)
         model.set_weights(initial)
-        if strategy.num_replicas_in_sync > 1:
-            synchronize_batch_norm(model)
+        configure_batch_norm(model, synchronized=strategy.num_replicas_in_sync > 1)
         opt = keras.optimizers.SGD(0.1)
     step = make_train_step(model, opt, strategy=strategy)
     images, labels = next(iter(strategy.experimental_distribute_dataset(ds)))

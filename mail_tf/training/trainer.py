@@ -12,6 +12,7 @@ A run directory holds everything of one run:
 """
 
 import dataclasses
+import math
 import json
 import shutil
 import sys
@@ -102,16 +103,25 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
-def synchronize_batch_norm(model):
-    """Batch statistics over the global batch: the same numbers as on one device."""
+def configure_batch_norm(model, synchronized=False, momentum=None):
+    """Training-time BN settings: statistics over the global batch (the same numbers as on one
+    device) and the moving-average momentum (None keeps the model's)."""
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = True
+            layer.synchronized = layer.synchronized or synchronized
+            if momentum is not None:
+                layer.momentum = momentum
 
 
 def l2_penalty(model, factor):
     kernels = [v for v in model.trainable_variables if v.path.endswith("kernel")]
     return lambda: factor * tf.add_n([tf.reduce_sum(tf.square(tf.cast(k, tf.float32))) for k in kernels])
+
+
+def cosine_learning_rate(config, epoch):
+    """Learning rate of epoch (1-based) under cosine decay from learning_rate towards min_lr."""
+    progress = (epoch - 1) / config.epochs
+    return config.min_lr + (config.learning_rate - config.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclasses.dataclass
@@ -128,11 +138,14 @@ class LoopState:
     history: list = dataclasses.field(default_factory=list)
 
     def update_schedule(self, val_loss, config, min_delta=1e-4):
-        """ReduceLROnPlateau and early stopping on the validation loss; returns (improved, new lr)."""
+        """After an epoch: the next epoch's learning rate (ReduceLROnPlateau on the validation loss,
+        or cosine) and early stopping; returns whether the validation loss improved."""
         improved = val_loss < self.best_val_loss
         if improved:
             self.best_val_loss, self.best_epoch = val_loss, self.epoch
-        if val_loss < self.plateau_best - min_delta:
+        if config.lr_schedule == "cosine":
+            self.learning_rate = cosine_learning_rate(config, self.epoch + 1)
+        elif val_loss < self.plateau_best - min_delta:
             self.plateau_best, self.plateau_wait = val_loss, 0
         else:
             self.plateau_wait += 1
@@ -175,8 +188,7 @@ class Trainer:
         with self.strategy.scope():
             self.model = build_model(config.model, {m.task: m.num_classes for m in self.modalities},
                                      (config.image_size, config.image_size, 3), width=config.width)
-            if self.strategy.num_replicas_in_sync > 1:
-                synchronize_batch_norm(self.model)
+            configure_batch_norm(self.model, self.strategy.num_replicas_in_sync > 1, config.bn_momentum)
             self.optimizer = make_optimizer(config)
             self.optimizer.build(self.model.trainable_variables)
         penalty = l2_penalty(self.model, config.l2) if config.l2 else None
