@@ -3,9 +3,10 @@
 from mail_tf.layers.conv import ChannelShuffle, GroupedPointwiseConv2D, block_diagonal
 from mail_tf.layers.dct import channel_dct, dct_matrix
 from mail_tf.layers.dropout import MCDropout
+from mail_tf.layers.drifa import MFA, MIFA, RRA
 from mail_tf.layers.emcam import EMCAM, EMSCA, FUSIONS, MFIFA
 from mail_tf.layers.residual import EMILA, ERLA, MSGDC, ChannelAttention, ResidualBlock
 
 __all__ = ["ChannelAttention", "ChannelShuffle", "EMCAM", "EMILA", "EMSCA", "ERLA", "FUSIONS",
-           "GroupedPointwiseConv2D", "MCDropout", "MFIFA", "MSGDC", "ResidualBlock", "block_diagonal",
+           "GroupedPointwiseConv2D", "MCDropout", "MFA", "MFIFA", "MIFA", "MSGDC", "RRA", "ResidualBlock", "block_diagonal",
            "channel_dct", "dct_matrix"]

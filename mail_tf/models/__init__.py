@@ -1,4 +1,5 @@
+from mail_tf.models.drifa import build_drifa_net
 from mail_tf.models.mail import BACKBONES, BLOCKS, build_mail
 from mail_tf.models.registry import PRESETS, build_model
 
-__all__ = ["BACKBONES", "BLOCKS", "PRESETS", "build_mail", "build_model"]
+__all__ = ["BACKBONES", "BLOCKS", "PRESETS", "build_drifa_net", "build_mail", "build_model"]

@@ -16,7 +16,7 @@ def scaled_width(width, multiplier):
     return max(16, int(round(width * multiplier / 16)) * 16)
 
 
-def _normalise_tasks(num_classes):
+def normalise_tasks(num_classes):
     if isinstance(num_classes, dict):
         tasks = list(num_classes.items())
     else:
@@ -29,7 +29,7 @@ def _normalise_tasks(num_classes):
     return tasks
 
 
-def _normalise_shapes(input_shape, m):
+def normalise_shapes(input_shape, m, network="MAIL"):
     shapes = [tuple(input_shape)] * m if not isinstance(input_shape[0], (list, tuple)) else [
         tuple(s) for s in input_shape]
     if len(shapes) != m:
@@ -38,7 +38,7 @@ def _normalise_shapes(input_shape, m):
         if len(s) != 3 or s[0] is None or s[1] is None or s[2] not in (1, 3):
             raise ValueError(f"input shape must be (height, width, 1 or 3 channels), got {s}")
         if min(s[:2]) < MIN_IMAGE_SIZE:
-            raise ValueError(f"image size {s[:2]} is too small: MAIL downsamples by 32, so height and "
+            raise ValueError(f"image size {s[:2]} is too small: {network} downsamples by 32, so height and "
                              f"width must be at least {MIN_IMAGE_SIZE}")
     return shapes
 
@@ -67,9 +67,9 @@ def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", widt
         raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
     if fusion is not None and fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS} or None, got {fusion!r}")
-    tasks = _normalise_tasks(num_classes)
+    tasks = normalise_tasks(num_classes)
     m = len(tasks)
-    shapes = _normalise_shapes(input_shape, m)
+    shapes = normalise_shapes(input_shape, m)
     if fusion is not None and len({s[:2] for s in shapes}) != 1:
         raise ValueError(f"EMCAM fuses the modalities pixel by pixel: all inputs need the same height and "
                          f"width, got {[s[:2] for s in shapes]}")
