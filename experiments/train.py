@@ -19,7 +19,7 @@ from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "medmnist", "Named experiment or KIND[:OPTION]=ROOT,... spec.")
-flags.DEFINE_string("model", "mail_rn18", "Model preset (mail_rn18, mail_rn50, resnet18_pair, resnet50_pair).")
+flags.DEFINE_string("model", "mail_rn18", "Model preset (mail_rn18, mail_rn50, resnet18_pair, resnet50_pair, drifa_net).")
 flags.DEFINE_float("width", 1.0, "Width multiplier of the model (1.0: the paper's widths).")
 flags.DEFINE_integer("epochs", 100, "Maximum epochs (medmnist: 14).")
 flags.DEFINE_integer("image_size", 128, "Square input size (medmnist: 64).")
@@ -42,6 +42,8 @@ flags.DEFINE_float("bn_momentum", None, "BatchNorm moving-average momentum (defa
                    "medmnist: 0.9).")
 flags.DEFINE_bool("paper_augment", True, "The paper's 4x augmented training set (medmnist: off).")
 flags.DEFINE_bool("random_augment", False, "Random rotation/translation on the fly (medmnist: on).")
+flags.DEFINE_bool("shuffle_pairs", False, "Draw new cross-modality partners every epoch instead of one "
+                  "fixed pairing.")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"], "Mixed precision (GPU).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (GPU; slower on CPU).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
@@ -54,7 +56,7 @@ flags.DEFINE_bool("overwrite", False, "Replace the run in --output_dir.")
 
 CONFIG_FLAGS = ("model", "width", "epochs", "image_size", "batch_size", "seed", "optimizer", "learning_rate",
                 "momentum", "weight_decay", "l2", "loss_weights", "lr_schedule", "lr_factor", "lr_patience", "min_lr",
-                "early_stopping_patience", "bn_momentum", "paper_augment", "random_augment", "precision", "jit_compile",
+                "early_stopping_patience", "bn_momentum", "paper_augment", "random_augment", "shuffle_pairs", "precision", "jit_compile",
                 "strategy", "data_dir", "manifest", "skip_bad_images")
 
 

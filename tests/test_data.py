@@ -66,6 +66,27 @@ def test_embedded_medmnist_experiment_shapes_and_range():
     assert set(ys) == {"breastmnist", "pneumoniamnist"}
 
 
+def test_epoch_batches_are_reproducible_and_pairs_reshuffle_on_request():
+    mods = data.load_experiment("medmnist", image_size=32)
+
+    def first_labels(epoch, shuffle_pairs):
+        ds = data.train_dataset(mods, 256, seed=1, paper_augment=False, epoch=epoch, shuffle_pairs=shuffle_pairs)
+        _, ys = next(iter(ds))
+        return ys["breastmnist"].numpy(), ys["pneumoniamnist"].numpy()
+
+    def pairs(epoch, shuffle_pairs):
+        # Which breast label goes with which pneumonia label over the whole epoch.
+        ds = data.train_dataset(mods, 4096, seed=1, paper_augment=False, epoch=epoch, shuffle_pairs=shuffle_pairs)
+        return sorted(zip(*[np.concatenate([y[t].numpy() for _, y in ds]).tolist()
+                            for t in ("breastmnist", "pneumoniamnist")]))
+
+    for flag in (False, True):
+        a, b = first_labels(3, flag), first_labels(3, flag)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))       # same seed and epoch: same batches
+    assert pairs(1, False) == pairs(2, False)                         # one pairing for the whole run
+    assert pairs(1, True) != pairs(2, True)                           # new partners each epoch
+
+
 # ---------------------------------------------------------------- fake layouts
 
 def test_sipakmed_layout(tmp_path):

@@ -72,13 +72,17 @@ def train_index(sizes, paper_augment=True, seed=0):
 
 
 def train_dataset(modalities, batch_size, seed=0, paper_augment=True, random_augment=False, split="train",
-                  epoch=None):
+                  epoch=None, shuffle_pairs=False):
     """Shuffled batches of ((image_1 .. image_m) in [0, 1], {task: label}) for one pass over the data.
 
     epoch: None reshuffles on every iteration; an epoch number gives that epoch's fixed order and
     random augmentation, so a resumed run sees exactly the batches an uninterrupted one would.
+    shuffle_pairs: draw new partners (and new filler copies) every epoch instead of one pairing for the
+    whole run (the reference's). With random partners a task's head cannot learn the other
+    modalities' images by heart as stand-ins for its own labels.
     """
-    index = train_index([len(m.labels[split]) for m in modalities], paper_augment, seed)
+    pairing_seed = seed * 1_000_003 + epoch if shuffle_pairs and epoch is not None else seed
+    index = train_index([len(m.labels[split]) for m in modalities], paper_augment, pairing_seed)
     n = len(index[0][0])
     images = [tf.constant(m.images[split]) for m in modalities]
     labels = [tf.constant(m.labels[split]) for m in modalities]

@@ -238,7 +238,7 @@ class Trainer:
         while state.epoch < config.epochs and not state.stopped_early:
             epoch = state.epoch + 1
             ds = mdata.train_dataset(self.modalities, config.batch_size, config.seed, config.paper_augment,
-                                     config.random_augment, epoch=epoch)
+                                     config.random_augment, epoch=epoch, shuffle_pairs=config.shuffle_pairs)
             steps = steps or int(ds.cardinality())
             self.log(f"epoch {epoch}/{config.epochs}  lr {state.learning_rate:.2g}")
             # Redraw often on a terminal; in a log file print a line every 30 s.
