@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 DATASET ?= medmnist
 MODEL ?= mail_rn18
-MODELS ?= mail_rn18,mail_rn50,resnet18_pair
+MODELS ?= mail_rn18,mail_rn50,resnet18_pair,drifa_net
 # Empty: the experiment's own defaults (train) or 128 / 32 (benchmark).
 EPOCHS ?=
 IMAGE_SIZE ?=
