@@ -1,5 +1,5 @@
 # mail-tf: every target creates .venv/ and installs everything on a fresh machine first.
-#   make train [DATASET=medmnist] [MODEL=mail_rn18] [EPOCHS=] [IMAGE_SIZE=] [BATCH_SIZE=] [OUT=runs/x]
+#   make train [DATASET=medmnist] [MODEL=mail_rn18] [EPOCHS=] [IMAGE_SIZE=] [BATCH_SIZE=] [OUT=runs/x] [ADV=1]
 #   make test | make benchmark
 PYTHON ?= python3.11
 VENV := .venv
@@ -34,7 +34,8 @@ test: $(STAMP)
 train: $(STAMP)
 	$(PY) -m experiments.train --dataset $(DATASET) --model $(MODEL) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(IMAGE_SIZE),--image_size $(IMAGE_SIZE)) $(if $(BATCH_SIZE),--batch_size $(BATCH_SIZE)) \
-		$(if $(OUT),--output_dir $(OUT)) $(if $(RESUME),--resume) $(if $(OVERWRITE),--overwrite)
+		$(if $(OUT),--output_dir $(OUT)) $(if $(RESUME),--resume) $(if $(OVERWRITE),--overwrite) \
+		$(if $(ADV),--adversarial)
 
 benchmark: $(STAMP)
 	$(PY) -m experiments.benchmark --models $(MODELS) --image-size $(or $(IMAGE_SIZE),128) \

@@ -19,6 +19,8 @@ from absl import app, flags  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Run directory or exported SavedModel directory.")
 flags.DEFINE_integer("top", 0, "Print only the top-k classes per task (0: all).")
+flags.DEFINE_integer("passes", 1, "Average this many stochastic passes (randomised models such as "
+                     "Robust-MAIL) and print the spread of each probability.")
 
 METADATA = "mail_tf_serving.json"
 
@@ -45,7 +47,7 @@ def read_image(path):
     return image[None]
 
 
-def predict(export_dir, image_paths, top=0):
+def predict(export_dir, image_paths, top=0, passes=1):
     """{task: {image, class, probabilities}} for one image per modality."""
     import tensorflow as tf
 
@@ -58,8 +60,15 @@ def predict(export_dir, image_paths, top=0):
         raise ValueError(f"the model takes {len(inputs)} images, one per modality in the order "
                          f"{', '.join(tasks)}; got {len(image_paths)}")
     images = [read_image(p) for p in image_paths]
-    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
-    probabilities = serve(**dict(zip(inputs, images)))
+    if passes < 1:
+        raise ValueError(f"--passes={passes}: expected at least 1")
+    loaded = tf.saved_model.load(str(export_dir))
+    if passes > 1:
+        if not hasattr(loaded, "serve_passes"):
+            raise ValueError(f"--passes: the model in {export_dir} was exported without serve_passes; re-export it")
+        probabilities = loaded.serve_passes(*images, tf.constant(passes, tf.int32))
+    else:
+        probabilities = loaded.signatures["serving_default"](**dict(zip(inputs, images)))
     out = {}
     for task, path in zip(tasks, image_paths):
         names = meta["class_names"][task]
@@ -67,6 +76,10 @@ def predict(export_dir, image_paths, top=0):
         ranked = sorted(zip(names, p.tolist()), key=lambda item: -item[1])
         out[task] = {"image": str(path), "class": ranked[0][0],
                      "probabilities": dict(ranked[:top] if top else ranked)}
+        if passes > 1:
+            spread = dict(zip(names, probabilities[f"{task}_std"].numpy()[0].tolist()))
+            out[task]["std"] = {name: spread[name] for name in out[task]["probabilities"]}
+            out[task]["passes"] = passes
     return out
 
 
@@ -74,7 +87,7 @@ def main(argv):
     if not FLAGS.model:
         sys.exit("error: --model is required (a run directory or an exported SavedModel)")
     try:
-        result = predict(find_export(FLAGS.model), argv[1:], FLAGS.top)
+        result = predict(find_export(FLAGS.model), argv[1:], FLAGS.top, FLAGS.passes)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(json.dumps(result, indent=2))

@@ -3,6 +3,8 @@
   python -m experiments.train                                   # embedded MedMNIST, MAIL-RN18
   python -m experiments.train --dataset sipakmed --data_dir /data --epochs 50 --output_dir runs/sip
   python -m experiments.train --output_dir runs/sip --resume    # continue an interrupted run
+  python -m experiments.train --model robust_mail --adversarial # Robust-MAIL, Algorithm 2 (PGD-10)
+  python -m experiments.train --model mail --adversarial --model_option fusion=cascaded
 
 Settings not given on the command line come from the experiment's defaults
 (mail_tf.training.config.EXPERIMENT_DEFAULTS), then from TrainConfig's.
@@ -19,8 +21,17 @@ from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "medmnist", "Named experiment or KIND[:OPTION]=ROOT,... spec.")
-flags.DEFINE_string("model", "mail_rn18", "Model preset (mail_rn18, mail_rn50, resnet18_pair, resnet50_pair, drifa_net).")
+flags.DEFINE_string("model", "mail_rn18", "Model preset (mail = mail_rn18, mail_rn50, robust_mail, resnet18_pair, "
+                    "resnet50_pair, drifa_net).")
 flags.DEFINE_float("width", 1.0, "Width multiplier of the model (1.0: the paper's widths).")
+flags.DEFINE_multi_string("model_option", None, "NAME=VALUE builder argument of the model preset, repeatable, e.g. "
+                          "rpf_ratio=0.5, man=false, man_sigma=0.3, rpf_erla=false (Robust-MAIL's switches).")
+flags.DEFINE_bool("adversarial", False, "Adversarial training (Algorithm 2): update on attacks crafted per batch.")
+flags.DEFINE_enum("adv_method", "pgd", ["fgsm", "bim", "pgd", "mim"], "Attack used for adversarial training.")
+flags.DEFINE_float("adv_eps", 4 / 255, "l-inf radius of the training attack, in [0, 1] pixel units.")
+flags.DEFINE_float("adv_step", None, "Step of the training attack (default adv_eps / 4).")
+flags.DEFINE_integer("adv_iters", 10, "Iterations of the training attack (k of Algorithm 2).")
+flags.DEFINE_float("adv_clean_weight", 0.0, "Weight of the clean loss beside the adversarial loss.")
 flags.DEFINE_integer("epochs", 100, "Maximum epochs (medmnist: 14).")
 flags.DEFINE_integer("image_size", 128, "Square input size (medmnist: 64).")
 flags.DEFINE_integer("batch_size", 32, "Image pairs per step (medmnist: 64).")
@@ -57,7 +68,30 @@ flags.DEFINE_bool("overwrite", False, "Replace the run in --output_dir.")
 CONFIG_FLAGS = ("model", "width", "epochs", "image_size", "batch_size", "seed", "optimizer", "learning_rate",
                 "momentum", "weight_decay", "l2", "loss_weights", "lr_schedule", "lr_factor", "lr_patience", "min_lr",
                 "early_stopping_patience", "bn_momentum", "paper_augment", "random_augment", "shuffle_pairs", "precision", "jit_compile",
-                "strategy", "data_dir", "manifest", "skip_bad_images")
+                "strategy", "data_dir", "manifest", "skip_bad_images", "adversarial", "adv_method", "adv_eps",
+                "adv_step", "adv_iters", "adv_clean_weight")
+
+
+def parse_model_options(values):
+    """['rpf_ratio=0.5', 'man=false'] -> {'rpf_ratio': 0.5, 'man': False}."""
+    import json
+
+    options = {}
+    for item in values or []:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--model_option={item!r}: expected NAME=VALUE")
+        text = raw.strip()
+        lowered = text.lower()
+        if lowered in ("true", "false", "none", "null"):
+            value = {"true": True, "false": False}.get(lowered)
+        else:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = text
+        options[name.strip()] = value
+    return options
 
 
 def config_from_flags():
@@ -68,6 +102,8 @@ def config_from_flags():
     from mail_tf.training import TrainConfig
 
     given = {name: FLAGS[name].value for name in CONFIG_FLAGS if FLAGS[name].present}
+    if FLAGS["model_option"].present:
+        given["model_options"] = parse_model_options(FLAGS.model_option)
     if "loss_weights" in given:
         try:
             given["loss_weights"] = [float(w) for w in given["loss_weights"]]

@@ -5,6 +5,11 @@ The serving signature takes one batch per modality, named `<task>_image`, uint8 
 resizes and scales them exactly as training did and returns `{task: probabilities}`. It loads
 with plain `tf.saved_model.load(path).serve(...)`, without mail_tf. `mail_tf_serving.json` beside
 it names the tasks, their class names and the image size.
+
+Randomised models keep their inference-phase randomness: every call of `serve` draws new random
+projection filters ([I]) and fresh attention noise. `serve_passes(images..., passes)` averages
+`passes` such stochastic passes and returns `{task: mean probabilities, task_std: their spread}`
+(zero spread for a deterministic model).
 """
 
 import json
@@ -14,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from mail_tf.data.images import to_rgb_uint8
+from mail_tf.layers.random_projection import redraw_random_filters
 
 METADATA = "mail_tf_serving.json"
 
@@ -28,17 +34,43 @@ def export_serving(model, path, class_names, image_size):
     tasks = list(class_names)
     input_names = [f"{t}_image" for t in tasks]
 
-    def serve(*images):
-        logits = model(serving_inputs(images, image_size), training=False)
+    def probabilities(x):
+        redraw_random_filters(model)            # no-op for a model without random projection filters
+        logits = model(x, training=False)
         return {t: tf.nn.softmax(tf.cast(logits[t], tf.float32)) for t in tasks}
 
+    def serve(*images):
+        return probabilities(serving_inputs(images, image_size))
+
+    def serve_passes(*args):
+        *images, passes = args
+        x = serving_inputs(images, image_size)
+        zeros = {t: tf.zeros([tf.shape(x[0])[0], len(class_names[t])]) for t in tasks}
+
+        def one_pass(i, total, squares):
+            p = probabilities(x)
+            return (i + 1, {t: total[t] + p[t] for t in tasks}, {t: squares[t] + tf.square(p[t]) for t in tasks})
+
+        # An explicit while loop: the export traces without AutoGraph.
+        _, total, squares = tf.while_loop(lambda i, *_: i < passes, one_pass, (tf.constant(0), zeros, zeros))
+        n = tf.cast(tf.maximum(passes, 1), tf.float32)
+        out = {}
+        for t in tasks:
+            mean = total[t] / n
+            out[t] = mean
+            out[f"{t}_std"] = tf.sqrt(tf.maximum(squares[t] / n - tf.square(mean), 0.0))
+        return out
+
+    image_specs = [tf.TensorSpec([None, None, None, None], tf.uint8, name=n) for n in input_names]
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serve", serve, input_signature=[
-        tf.TensorSpec([None, None, None, None], tf.uint8, name=n) for n in input_names])
+    archive.add_endpoint("serve", serve, input_signature=image_specs)
+    archive.add_endpoint("serve_passes", serve_passes,
+                         input_signature=image_specs + [tf.TensorSpec([], tf.int32, name="passes")])
     archive.write_out(str(path), verbose=False)
     meta = {"tasks": tasks, "inputs": input_names, "class_names": class_names, "image_size": image_size,
             "input": "uint8 (batch, height, width, channels), any size, 1/3/4 channels",
-            "output": "per-task softmax probabilities"}
+            "output": "per-task softmax probabilities",
+            "serve_passes": "mean and std (task_std) of the probabilities over `passes` stochastic passes"}
     (Path(path) / METADATA).write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -121,14 +121,21 @@ def eval_partners(modalities, split, seed=0):
     return out
 
 
-def eval_datasets(modalities, split, batch_size, seed=0):
-    """{task: dataset of ([image_1 .. image_m], {task: label})}, every image of `split` once."""
+def eval_datasets(modalities, split, batch_size, seed=0, all_labels=False):
+    """{task: dataset of ([image_1 .. image_m], {task: label})}, every image of `split` once.
+
+    all_labels: label every task, the partners' too ({task_1: .., task_m: ..}), for losses over all
+    heads (attacks on the TMTL loss); the scored task is still the dataset's key.
+    """
     out = {}
     for t, (task, index) in enumerate(eval_partners(modalities, split, seed).items()):
         arrays = tuple(m.images[split][idx] for m, idx in zip(modalities, index))
-        labels = modalities[t].labels[split]
+        if all_labels:
+            labels = {m.task: m.labels[split][idx] for m, idx in zip(modalities, index)}
+        else:
+            labels = {task: modalities[t].labels[split]}
         ds = tf.data.Dataset.from_tensor_slices((arrays, labels)).batch(batch_size)
-        out[task] = ds.map(lambda xs, y, task=task: (tuple(_scale(x) for x in xs), {task: y}),
+        out[task] = ds.map(lambda xs, y: (tuple(_scale(x) for x in xs), y),
                            num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return out
 

@@ -58,11 +58,15 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
                      if self.use_bias else None)
 
+    def compact_kernel(self):
+        """The grouped kernel (1, 1, Cin/G, Cout) this layer applies."""
+        return self.kernel
+
     def call(self, x):
         if self.strides > 1:
             # A 1x1 kernel with stride s reads pixel (s*i, s*j) under 'same' and 'valid' padding alike.
             x = x[:, ::self.strides, ::self.strides, :]
-        kernel = self.kernel
+        kernel = self.compact_kernel()
         if self.groups > 1:
             kernel = block_diagonal(kernel, self.groups)
         else:

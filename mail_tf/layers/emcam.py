@@ -5,6 +5,7 @@ import keras
 import tensorflow as tf
 
 from mail_tf.layers.dct import channel_dct
+from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
 from mail_tf.layers.residual import GPC_GROUPS, MSGDC
 from mail_tf.layers.serialization import register
 
@@ -84,15 +85,19 @@ class EMSCA(keras.layers.Layer):
     g = Conv1x1(MSGDC'(x)), one MSGDC' (bias-free GPC, DW3, DW5) shared by all modalities;
     S(x) = GAP(g(x)) + GMP(g(x)); A_s = sigmoid(sum_i theta_i * (S(x_i) + S(x_{m-i+1}) + S(S(x_i)))).
     The symmetric cross-modal pairing is the paper's; the notebook accumulates asymmetrically.
+    Robust-MAIL (Eq. 23): rpf_ratio > 0 puts random projection filters into MSGDC'.
     """
 
-    def __init__(self, modalities=2, **kwargs):
+    def __init__(self, modalities=2, rpf_ratio=0.0, defense_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         self.modalities = modalities
+        self.rpf_ratio = rpf_ratio
+        self.defense_decay = defense_decay
 
     def build(self, input_shape):
         _, _, _, c = _check_modalities(self, input_shape, self.modalities)
-        self.msgdc = MSGDC(c, groups=GPC_GROUPS, use_bias=False, name="msgdc")
+        self.msgdc = MSGDC(c, groups=GPC_GROUPS, use_bias=False, rpf_ratio=self.rpf_ratio,
+                           defense_decay=self.defense_decay, name="msgdc")
         self.project = keras.layers.Conv2D(c, 1, name="project")
         self.msgdc.build(input_shape[0])
         self.project.build(self.msgdc.compute_output_shape(input_shape[0]))
@@ -117,7 +122,8 @@ class EMSCA(keras.layers.Layer):
         return (b, 1, 1, c)
 
     def get_config(self):
-        return {**super().get_config(), "modalities": self.modalities}
+        return {**super().get_config(), "modalities": self.modalities, "rpf_ratio": self.rpf_ratio,
+                "defense_decay": self.defense_decay}
 
 
 @register
@@ -127,16 +133,28 @@ class EMCAM(keras.layers.Layer):
     fusion="parallel" (the paper's): A_m = sigmoid(theta_f*A_f + theta_s*A_s); x_i <- x_i*A_m*theta_m,i.
     Ablations (paper Tables 4, 6): "mfifa" or "emsca" alone (the other term dropped), and "cascaded":
     x_i <- x_i * sigmoid(theta_f*A_f), then EMSCA on the result, x_i <- x_i * sigmoid(theta_s*A_s) * theta_m,i.
+
+    Robust-MAIL: rpf_ratio > 0 puts random projection filters into EMSCA (Eq. 23); man_sigma > 0 adds
+    modulated attention noise to A_f, A_s and A_m (Eqs. 24-26; added after the sigmoid and clipped,
+    as the notebook does).
     """
 
-    def __init__(self, modalities=2, fusion="parallel", **kwargs):
+    def __init__(self, modalities=2, fusion="parallel", rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT,
+                 defense_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         if fusion not in FUSIONS:
             raise ValueError(f"EMCAM fusion must be one of {FUSIONS}, got {fusion!r}")
         self.modalities = modalities
         self.fusion = fusion
+        self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay = (
+            rpf_ratio, man_sigma, man_init, defense_decay)
         self.mfifa = MFIFA(modalities, name="mfifa") if fusion != "emsca" else None
-        self.emsca = EMSCA(modalities, name="emsca") if fusion != "mfifa" else None
+        self.emsca = (EMSCA(modalities, rpf_ratio=rpf_ratio, defense_decay=defense_decay, name="emsca")
+                      if fusion != "mfifa" else None)
+        noise = lambda name: AttentionNoise(man_sigma, man_init, defense_decay, name=name) if man_sigma else None
+        self.noise_f = noise("man_f") if self.mfifa is not None else None
+        self.noise_s = noise("man_s") if self.emsca is not None else None
+        self.noise_m = noise("man_m")
 
     def build(self, input_shape):
         _, _, _, c = _check_modalities(self, input_shape, self.modalities)
@@ -148,25 +166,37 @@ class EMCAM(keras.layers.Layer):
             self.emsca.build(input_shape)
             self.theta_s = self.add_weight(name="theta_s", shape=(c,), initializer="ones")
         self.theta_m = self.add_weight(name="theta_m", shape=(self.modalities, c), initializer="ones")
+        for noise in (self.noise_f, self.noise_s, self.noise_m):
+            if noise is not None:
+                noise.build((None, 1, 1, c))
+
+    @staticmethod
+    def _noisy(noise, a):
+        return a if noise is None else noise(a)
 
     def call(self, xs):
         xs = list(xs)
         dtype = xs[0].dtype
+        a_f = self._noisy(self.noise_f, self.mfifa(xs)) if self.mfifa is not None else None
         if self.fusion == "cascaded":
-            a_f = tf.sigmoid(tf.cast(self.theta_f, dtype) * self.mfifa(xs))
+            a_f = tf.sigmoid(tf.cast(self.theta_f, dtype) * a_f)
             xs = [x * a_f for x in xs]
-            a_m = tf.sigmoid(tf.cast(self.theta_s, dtype) * self.emsca(xs))
+            a_s = self._noisy(self.noise_s, self.emsca(xs))
+            a_m = tf.sigmoid(tf.cast(self.theta_s, dtype) * a_s)
         else:
             logits = 0.0
-            if self.mfifa is not None:
-                logits += tf.cast(self.theta_f, dtype) * self.mfifa(xs)
+            if a_f is not None:
+                logits += tf.cast(self.theta_f, dtype) * a_f
             if self.emsca is not None:
-                logits += tf.cast(self.theta_s, dtype) * self.emsca(xs)
+                logits += tf.cast(self.theta_s, dtype) * self._noisy(self.noise_s, self.emsca(xs))
             a_m = tf.sigmoid(logits)
+        a_m = self._noisy(self.noise_m, a_m)
         return [x * a_m * tf.cast(self.theta_m[i], dtype) for i, x in enumerate(xs)]
 
     def compute_output_shape(self, input_shape):
         return [tuple(s) for s in input_shape]
 
     def get_config(self):
-        return {**super().get_config(), "modalities": self.modalities, "fusion": self.fusion}
+        return {**super().get_config(), "modalities": self.modalities, "fusion": self.fusion,
+                "rpf_ratio": self.rpf_ratio, "man_sigma": self.man_sigma, "man_init": self.man_init,
+                "defense_decay": self.defense_decay}

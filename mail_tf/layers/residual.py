@@ -5,6 +5,8 @@ import keras
 import tensorflow as tf
 
 from mail_tf.layers.conv import ChannelShuffle, GroupedPointwiseConv2D
+from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
+from mail_tf.layers.random_projection import RandomProjectionDepthwiseConv2D, RandomProjectionPointwiseConv2D
 from mail_tf.layers.serialization import register
 
 GPC_GROUPS = 16      # groups of the group point-wise conv in MSGDC (notebook)
@@ -24,20 +26,33 @@ class MSGDC(keras.layers.Layer):
 
     GPC is a grouped 1x1 conv to `filters` channels; the depth-wise convs keep the input channels,
     so the output has `filters + len(kernel_sizes) * C_in` channels.
+    Robust-MAIL (Eq. 20): with rpf_ratio > 0 that fraction of the GPC filters and of the depth-wise
+    channels are random projection filters, their trainable kernels decayed by `defense_decay`.
     """
 
-    def __init__(self, filters, strides=1, groups=GPC_GROUPS, kernel_sizes=(3, 5), use_bias=True, **kwargs):
+    def __init__(self, filters, strides=1, groups=GPC_GROUPS, kernel_sizes=(3, 5), use_bias=True,
+                 rpf_ratio=0.0, defense_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
         self.groups = groups
         self.kernel_sizes = tuple(kernel_sizes)
         self.use_bias = use_bias
-        self.pointwise = GroupedPointwiseConv2D(filters, groups=groups, strides=strides,
-                                                use_bias=use_bias, name="gpc")
-        self.depthwise = [keras.layers.DepthwiseConv2D(k, strides=strides, padding="same",
-                                                       use_bias=use_bias, name=f"dwc{k}")
-                          for k in self.kernel_sizes]
+        self.rpf_ratio = rpf_ratio
+        self.defense_decay = defense_decay
+        if rpf_ratio:
+            self.pointwise = RandomProjectionPointwiseConv2D(
+                filters, groups=groups, strides=strides, use_bias=use_bias, random_ratio=rpf_ratio,
+                weight_decay=defense_decay, name="gpc")
+            self.depthwise = [RandomProjectionDepthwiseConv2D(
+                k, strides=strides, use_bias=use_bias, random_ratio=rpf_ratio, weight_decay=defense_decay,
+                name=f"dwc{k}") for k in self.kernel_sizes]
+        else:
+            self.pointwise = GroupedPointwiseConv2D(filters, groups=groups, strides=strides,
+                                                    use_bias=use_bias, name="gpc")
+            self.depthwise = [keras.layers.DepthwiseConv2D(k, strides=strides, padding="same",
+                                                           use_bias=use_bias, name=f"dwc{k}")
+                              for k in self.kernel_sizes]
 
     def build(self, input_shape):
         _check_rank4(self, input_shape)
@@ -54,7 +69,8 @@ class MSGDC(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                "groups": self.groups, "kernel_sizes": list(self.kernel_sizes), "use_bias": self.use_bias}
+                "groups": self.groups, "kernel_sizes": list(self.kernel_sizes), "use_bias": self.use_bias,
+                "rpf_ratio": self.rpf_ratio, "defense_decay": self.defense_decay}
 
 
 @register
@@ -63,11 +79,16 @@ class ChannelAttention(keras.layers.Layer):
 
     z = (GMN + GAP + GMP + GSP) + (GMP - GAP - GMN), which equals 2*GMP + GSP; the written form is
     kept so the code reads like the equation (the global sum GSP is the notebook's fourth pool).
+    Robust-MAIL (Eq. 21): with man_sigma > 0, modulated attention noise is added to the map.
     """
 
-    def __init__(self, reduction=4, **kwargs):
+    def __init__(self, reduction=4, man_sigma=0.0, man_init=DEFAULT_INIT, defense_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         self.reduction = reduction
+        self.man_sigma = man_sigma
+        self.man_init = man_init
+        self.defense_decay = defense_decay
+        self.noise = (AttentionNoise(man_sigma, man_init, defense_decay, name="man") if man_sigma else None)
 
     def build(self, input_shape):
         _check_rank4(self, input_shape)
@@ -79,6 +100,8 @@ class ChannelAttention(keras.layers.Layer):
         self.squeeze.build((None, c))
         self.excite.build((None, c // self.reduction))
         self.theta = self.add_weight(name="theta", shape=(), initializer="ones")
+        if self.noise is not None:
+            self.noise.build((None, 1, 1, c))
 
     def attention(self, y):
         """The channel attention map A_c, shape (B, 1, 1, C)."""
@@ -87,8 +110,8 @@ class ChannelAttention(keras.layers.Layer):
         gmp = tf.reduce_max(y, axis=(1, 2))
         gsp = tf.reduce_sum(y, axis=(1, 2))
         z = (gmn + gap + gmp + gsp) + (gmp - gap - gmn)
-        a = tf.sigmoid(self.excite(self.squeeze(z)) * tf.cast(self.theta, y.dtype))
-        return a[:, None, None, :]
+        a = tf.sigmoid(self.excite(self.squeeze(z)) * tf.cast(self.theta, y.dtype))[:, None, None, :]
+        return a if self.noise is None else self.noise(a)
 
     def call(self, y):
         return y * self.attention(y)
@@ -97,22 +120,26 @@ class ChannelAttention(keras.layers.Layer):
         return tuple(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "reduction": self.reduction}
+        return {**super().get_config(), "reduction": self.reduction, **_man_config(self)}
 
 
 @register
 class EMILA(keras.layers.Layer):
     """EMILA (Eq. 3, notebook form): ReLU(BN(Conv1x1_s(x)) + CA(BN(Fuse(Shuffle(MSGDC_s(x))))))."""
 
-    def __init__(self, filters, strides=1, **kwargs):
+    def __init__(self, filters, strides=1, rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT,
+                 defense_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
-        self.msgdc = MSGDC(filters, strides=strides, name="msgdc")
+        self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay = (
+            rpf_ratio, man_sigma, man_init, defense_decay)
+        self.msgdc = MSGDC(filters, strides=strides, rpf_ratio=rpf_ratio, defense_decay=defense_decay,
+                           name="msgdc")
         self.shuffle = ChannelShuffle(SHUFFLE_GROUPS, name="shuffle")
         self.fuse = GroupedPointwiseConv2D(filters, groups=FUSE_GROUPS, name="fuse")
         self.fuse_bn = keras.layers.BatchNormalization(name="fuse_bn")
-        self.ca = ChannelAttention(name="ca")
+        self.ca = ChannelAttention(man_sigma=man_sigma, man_init=man_init, defense_decay=defense_decay, name="ca")
         self.residual = keras.layers.Conv2D(filters, 1, strides=strides, name="residual")
         self.residual_bn = keras.layers.BatchNormalization(name="residual_bn")
 
@@ -138,7 +165,17 @@ class EMILA(keras.layers.Layer):
         return self.msgdc.pointwise.compute_output_shape(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "strides": self.strides}
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
+                **_defense_config(self)}
+
+
+def _man_config(layer):
+    return {"man_sigma": layer.man_sigma, "man_init": layer.man_init, "defense_decay": layer.defense_decay}
+
+
+def _defense_config(layer):
+    """Robust-MAIL settings of a block (all zero: plain MAIL)."""
+    return {"rpf_ratio": layer.rpf_ratio, **_man_config(layer)}
 
 
 class _Residual(keras.layers.Layer):
@@ -181,14 +218,18 @@ class ERLA(_Residual):
     """ERLA (Eq. 1, notebook form): ReLU(shortcut(x) + BN(PW(EMILA_1(ReLU(BN(EMILA_s(x))))))).
 
     PW is a plain 1x1 conv: the paper writes GPC, the notebook's plain 1x1 is what matches the
-    published parameter count.
+    published parameter count. The Robust-MAIL settings (RPF@E, MAN in CA) go to both EMILAs.
     """
 
-    def __init__(self, filters, strides=1, projection=False, **kwargs):
+    def __init__(self, filters, strides=1, projection=False, rpf_ratio=0.0, man_sigma=0.0,
+                 man_init=DEFAULT_INIT, defense_decay=0.0, **kwargs):
         super().__init__(filters, strides, projection, shortcut_bias=True, **kwargs)
-        self.emila1 = EMILA(filters, strides=strides, name="emila1")
+        self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay = (
+            rpf_ratio, man_sigma, man_init, defense_decay)
+        defense = _defense_config(self)
+        self.emila1 = EMILA(filters, strides=strides, name="emila1", **defense)
         self.bn1 = keras.layers.BatchNormalization(name="bn1")
-        self.emila2 = EMILA(filters, name="emila2")
+        self.emila2 = EMILA(filters, name="emila2", **defense)
         self.pw = keras.layers.Conv2D(filters, 1, name="pw")
         self.bn2 = keras.layers.BatchNormalization(name="bn2")
 
@@ -203,6 +244,9 @@ class ERLA(_Residual):
         y = tf.nn.relu(self.bn1(self.emila1(x, training=training), training=training))
         y = self.bn2(self.pw(self.emila2(y, training=training)), training=training)
         return tf.nn.relu(self._shortcut(x, training) + y)
+
+    def get_config(self):
+        return {**super().get_config(), **_defense_config(self)}
 
 
 @register

@@ -44,7 +44,8 @@ def normalise_shapes(input_shape, m, network="MAIL"):
 
 
 def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", width=1.0, block="erla",
-               fusion="parallel", dropout=0.25, mc_dropout=False, name="mail"):
+               fusion="parallel", dropout=0.25, mc_dropout=False, block_settings=None, emcam_settings=None,
+               name="mail"):
     """Build a MAIL network as a functional `keras.Model`.
 
     Args:
@@ -57,6 +58,8 @@ def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", widt
       fusion: EMCAM mode, one of "parallel", "cascaded", "mfifa", "emsca", or None for no EMCAM.
       dropout: rate after the first block of stages 2-4.
       mc_dropout: keep that dropout active at inference (Monte-Carlo estimates).
+      block_settings, emcam_settings: extra constructor arguments of every ERLA / EMCAM (the
+        Robust-MAIL defenses; see `build_robust_mail`).
 
     Returns:
       A model taking a list of m image batches and returning {task_name: logits}.
@@ -75,6 +78,9 @@ def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", widt
                          f"width, got {[s[:2] for s in shapes]}")
     widths = [scaled_width(w, width) for w in STAGE_WIDTHS]
     block_cls = BLOCKS[block]
+    block_settings = block_settings or {}
+    if block_settings and block != "erla":
+        raise ValueError(f"block settings {sorted(block_settings)} need ERLA blocks, got block={block!r}")
     dropout_cls = MCDropout if mc_dropout else keras.layers.Dropout
 
     inputs = [keras.Input(shape, name=f"{task}_image") for (task, _), shape in zip(tasks, shapes)]
@@ -92,11 +98,11 @@ def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", widt
             strides = 2 if (b == 0 and stage > 1) else 1
             for i, (task, _) in enumerate(tasks):
                 xs[i] = block_cls(filters, strides=strides, projection=strides != 1,
-                                  name=f"{task}_stage{stage}_block{b + 1}")(xs[i])
+                                  name=f"{task}_stage{stage}_block{b + 1}", **block_settings)(xs[i])
                 if b == 0 and stage > 1 and dropout:
                     xs[i] = dropout_cls(dropout, name=f"{task}_stage{stage}_dropout")(xs[i])
         if fusion is not None:
-            xs = EMCAM(m, fusion=fusion, name=f"stage{stage}_emcam")(xs)
+            xs = EMCAM(m, fusion=fusion, name=f"stage{stage}_emcam", **(emcam_settings or {}))(xs)
 
     z = keras.layers.Concatenate(name="concat")(xs) if m > 1 else xs[0]
     z = keras.layers.GlobalAveragePooling2D(name="gap")(z)

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 
+from mail_tf.attacks.gradient import METHODS, SignAttack
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "sgd": 1e-3}    # the notebook's Adam, the paper's SGD
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -19,12 +21,17 @@ EXPERIMENT_DEFAULTS = {
                      random_augment=True),
 }
 
+# Settings a model preset changes from the experiment's (flags still win): Robust-MAIL is trained
+# with Algorithm 2.
+MODEL_DEFAULTS = {"robust_mail": dict(adversarial=True)}
+
 
 @dataclasses.dataclass
 class TrainConfig:
     dataset: str = "medmnist"
     model: str = "mail_rn18"
     width: float = 1.0
+    model_options: dict = None           # extra builder arguments, e.g. {"rpf_ratio": 0.5, "man": False}
     image_size: int = 128
     batch_size: int = 32
     epochs: int = 100
@@ -50,6 +57,13 @@ class TrainConfig:
     data_dir: str = None
     manifest: str = None
     skip_bad_images: bool = False
+    # Adversarial training (Algorithm 2): PGD-style attack crafted per batch, update on X*.
+    adversarial: bool = False
+    adv_method: str = "pgd"
+    adv_eps: float = 4 / 255
+    adv_step: float = None               # None: adv_eps / 4
+    adv_iters: int = 10
+    adv_clean_weight: float = 0.0        # weight of the clean loss beside the adversarial one
 
     def __post_init__(self):
         if self.learning_rate is None:
@@ -63,16 +77,32 @@ class TrainConfig:
                   (self.learning_rate > 0, "learning_rate", "positive"),
                   (0 < self.lr_factor < 1, "lr_factor", "in (0, 1)"),
                   (self.width > 0, "width", "positive"),
+                  (self.adv_method in METHODS, "adv_method", f"one of {METHODS}"),
+                  (self.adv_eps > 0, "adv_eps", "positive"),
+                  (self.adv_iters >= 1, "adv_iters", "at least 1"),
+                  (0 <= self.adv_clean_weight < 1, "adv_clean_weight", "in [0, 1)"),
+                  (self.adversarial or not self.adv_clean_weight, "adv_clean_weight",
+                   "0 without adversarial training (--adversarial)"),
+                  (self.model_options is None or isinstance(self.model_options, dict), "model_options",
+                   "a dict of builder arguments"),
                   (self.bn_momentum is None or 0 <= self.bn_momentum < 1, "bn_momentum", "in [0, 1)")]
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected {expected}")
 
+    def attack(self):
+        """The training attack (a `SignAttack`), or None for clean training."""
+        if not self.adversarial:
+            return None
+        return SignAttack(self.adv_method, self.adv_eps, self.adv_step, self.adv_iters)
+
     @classmethod
     def for_experiment(cls, dataset, **settings):
-        """The experiment's defaults, overridden by `settings` (None values are ignored)."""
+        """The experiment's defaults, then the model's, overridden by `settings` (None values are ignored)."""
         given = {k: v for k, v in settings.items() if v is not None}
-        return cls(dataset=dataset, **{**EXPERIMENT_DEFAULTS.get(dataset, {}), **given})
+        model = given.get("model", cls.model)
+        return cls(dataset=dataset, **{**EXPERIMENT_DEFAULTS.get(dataset, {}), **MODEL_DEFAULTS.get(model, {}),
+                                       **given})
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

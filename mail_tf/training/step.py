@@ -6,27 +6,49 @@ the optimiser's cross-replica gradient sum equals the single-device gradient of 
 
 import tensorflow as tf
 
+from mail_tf.attacks.gradient import sign_attack, tmtl_objective
+from mail_tf.layers.random_projection import random_projection_layers, redraw_random_filters
 from mail_tf.training.losses import tmtl_loss
 
 SUM = tf.distribute.ReduceOp.SUM
 
 
-def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, strategy=None, penalty=None):
+def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, strategy=None, penalty=None,
+                    adversarial=None, clean_weight=0.0, seed=0):
     """A `tf.function` (images, labels) -> loss that takes one optimiser step on the TMTL loss.
 
     images/labels are a batch as the data pipeline yields it, or its distributed version under
     `strategy`. penalty: optional callable () -> scalar added to the loss (e.g. L2 on kernels);
-    the model's own `losses` are always added.
+    the model's own `losses` (e.g. Robust-MAIL's rho terms) are always added.
+
+    adversarial: a `SignAttack` for adversarial training (Algorithm 2): each batch is replaced by
+    X* crafted against the model in inference mode, and the update is on
+    (1 - clean_weight) * L(X*) + clean_weight * L(X). A model with random projection filters gets
+    a new draw before crafting ([A]) and another before the update ([I]); without an attack, one
+    new draw per batch. The random start is seeded by (seed, optimiser step, replica), so a resumed
+    run repeats it exactly.
     """
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
+    randomized = bool(random_projection_layers(model))
 
-    def replica_step(images, labels):
+    def replica_craft(images, labels):
+        ctx = tf.distribute.get_replica_context()
+        step_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(optimizer.iterations, tf.int64) * 64
+                              + tf.cast(ctx.replica_id_in_sync_group, tf.int64)])
+        objective = tmtl_objective(model, labels, loss_weights)
+        return tuple(sign_attack(objective, list(images), adversarial, seed=tf.cast(step_seed, tf.int32)))
+
+    def replica_step(images, labels, clean_images):
         local = tf.shape(next(iter(labels.values())))[0]
         global_size = tf.distribute.get_replica_context().all_reduce(SUM, local)
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss = tmtl_loss(labels, logits, loss_weights, global_batch_size=global_size)
+            if clean_weight:
+                clean = tmtl_loss(labels, model(clean_images, training=True), loss_weights,
+                                  global_batch_size=global_size)
+                loss = (1.0 - clean_weight) * loss + clean_weight * clean
             extra = list(model.losses) + ([penalty()] if penalty is not None else [])
             if extra:
                 loss += tf.add_n(extra) / replicas
@@ -38,7 +60,14 @@ def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, stra
     # XLA cannot compile across MirroredStrategy's replicas; it applies on one device.
     @tf.function(jit_compile=jit_compile and replicas == 1)
     def train_step(images, labels):
-        return strategy.reduce(SUM, strategy.run(replica_step, args=(images, labels)), axis=None)
+        train_images = images
+        if randomized:
+            redraw_random_filters(model)                  # [A], or the batch's only draw
+        if adversarial is not None:
+            train_images = strategy.run(replica_craft, args=(images, labels))
+            if randomized:
+                redraw_random_filters(model)              # [I]
+        return strategy.reduce(SUM, strategy.run(replica_step, args=(train_images, labels, images)), axis=None)
 
     return train_step
 

@@ -186,14 +186,19 @@ class Trainer:
             self.log(f"  {m.task}: {m.num_classes} classes {m.class_names}; images {sizes}")
 
         with self.strategy.scope():
-            self.model = build_model(config.model, {m.task: m.num_classes for m in self.modalities},
-                                     (config.image_size, config.image_size, 3), width=config.width)
+            try:
+                self.model = build_model(config.model, {m.task: m.num_classes for m in self.modalities},
+                                         (config.image_size, config.image_size, 3), width=config.width,
+                                         **(config.model_options or {}))
+            except TypeError as e:
+                raise RunError(f"model_options {config.model_options} do not fit {config.model}: {e}") from None
             configure_batch_norm(self.model, self.strategy.num_replicas_in_sync > 1, config.bn_momentum)
             self.optimizer = make_optimizer(config)
             self.optimizer.build(self.model.trainable_variables)
         penalty = l2_penalty(self.model, config.l2) if config.l2 else None
         self.train_step = make_train_step(self.model, self.optimizer, self.loss_weights, config.jit_compile,
-                                          self.strategy, penalty)
+                                          self.strategy, penalty, adversarial=config.attack(),
+                                          clean_weight=config.adv_clean_weight, seed=config.seed)
         self.predict = make_distributed_predict_fn(self.model, self.strategy)
 
         self.state = LoopState(learning_rate=config.learning_rate)

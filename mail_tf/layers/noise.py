@@ -1,0 +1,90 @@
+"""Modulated attention noise (MAN, Eq. 22; MAIL_SPEC §3) for Robust-MAIL's attention maps.
+
+eta' = eta * (delta + eta * delta), eta ~ N(0, sigma^2) fresh on every call, delta a learnable
+channel-wise weight. As in the reference notebook, eta' is added to the post-sigmoid attention map
+and the sum is clipped to [0, 1]. The noise is on in training and at inference alike (it is the
+defense); only the clip's backward pass can change: `straight_through_clips(model)` makes every MAN
+clip pass the gradient unchanged (BPDA), which an adaptive attacker needs (ROBUSTNESS_EVAL.md §2),
+while the plain clip has zero gradient where it saturates.
+"""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+from mail_tf.layers.serialization import register
+
+DEFAULT_SIGMA = 0.6   # the notebook's sigma
+DEFAULT_INIT = 0.1    # delta's initial value: our choice (the notebook's delta is a fixed scalar)
+
+
+def clip_unit(x, straight_through=False):
+    """Clip to [0, 1]; with `straight_through` the backward pass is the identity."""
+    clipped = tf.clip_by_value(x, 0.0, 1.0)
+    if straight_through:
+        return x + tf.stop_gradient(clipped - x)
+    return clipped
+
+
+@register
+class AttentionNoise(keras.layers.Layer):
+    """clip(a + eta * (delta + eta * delta), 0, 1) for an attention map a (B, ..., C).
+
+    delta has one weight per channel (the map's last axis); `weight_decay` puts rho * ||delta||^2
+    into the model's losses (Eq. 17).
+    """
+
+    def __init__(self, sigma=DEFAULT_SIGMA, initial_weight=DEFAULT_INIT, weight_decay=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not sigma > 0:
+            raise ValueError(f"{self.name}: the noise sigma must be positive, got {sigma!r}")
+        self.sigma = sigma
+        self.initial_weight = initial_weight
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
+        self.straight_through = False   # set by `straight_through_clips`, read when a graph is traced
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"{self.name}: the attention map needs a known channel axis, got {tuple(input_shape)}")
+        self.delta = self.add_weight(
+            name="delta", shape=(channels,), initializer=keras.initializers.Constant(self.initial_weight),
+            regularizer=keras.regularizers.L2(self.weight_decay) if self.weight_decay else None)
+
+    def call(self, a):
+        eta = keras.random.normal(tf.shape(a), stddev=self.sigma, seed=self.seed_generator, dtype=a.dtype)
+        delta = tf.cast(self.delta, a.dtype)
+        return clip_unit(a + eta * (delta + eta * delta), self.straight_through)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "sigma": self.sigma, "initial_weight": self.initial_weight,
+                "weight_decay": self.weight_decay, "seed": self.seed}
+
+
+def noise_layers(model):
+    """Every MAN layer inside `model` (nested layers included)."""
+    return [l for l in model._flatten_layers(include_self=True, recursive=True) if isinstance(l, AttentionNoise)]
+
+
+@contextlib.contextmanager
+def straight_through_clips(model, enabled=True):
+    """Within this block, calls of `model` use the straight-through clip in every MAN layer.
+
+    The flag is read when a graph is traced, so use it inside the traced function, around the model
+    call (a `tf.function` traced outside the block keeps the plain clip).
+    """
+    layers = noise_layers(model)
+    before = [l.straight_through for l in layers]
+    for layer in layers:
+        layer.straight_through = enabled
+    try:
+        yield
+    finally:
+        for layer, value in zip(layers, before):
+            layer.straight_through = value

@@ -1,0 +1,180 @@
+"""Random projection filters (RPF; Dong & Xu, CVPR 2023) for MSGDC's convolutions (MAIL_SPEC §3).
+
+A fraction of a convolution's filters are fixed random Gaussian kernels N(0, (1/k)^2) for kernel
+size k; the rest are trainable. The random kernels live in a non-trainable variable and change only
+when `redraw()` is called: Algorithm 2 holds one draw for the k steps of an attack (phase [A]) and
+draws again for the update and for inference ([I]). Draws come from the layer's own
+`keras.random.SeedGenerator`, so a seed (or `keras.utils.set_random_seed` before building)
+reproduces them, and its state is saved with the model's variables.
+
+Weight decay rho (Eq. 17) is an L2 regulariser on the trainable kernels of these layers.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mail_tf.layers.conv import GroupedPointwiseConv2D
+from mail_tf.layers.serialization import register
+
+
+def _check_ratio(layer, ratio):
+    if not 0 < ratio <= 1:
+        raise ValueError(f"{layer.name}: random_ratio must be in (0, 1], got {ratio!r}")
+
+
+def random_count(total, ratio):
+    """How many of `total` filters (or channels) are random: round(ratio * total), at least 1."""
+    return min(total, max(1, int(round(ratio * total))))
+
+
+def random_positions(total, count):
+    """`count` of `total` positions spread evenly (e.g. one per group of a grouped conv)."""
+    return sorted({int((k + 0.5) * total / count) for k in range(count)})
+
+
+def assembly_order(total, count):
+    """Indices into concat([trainable, random]) that put the random ones at `random_positions`."""
+    random = set(random_positions(total, count))
+    trained_rank, random_rank, order = 0, 0, []
+    for j in range(total):
+        if j in random:
+            order.append(total - count + random_rank)
+            random_rank += 1
+        else:
+            order.append(trained_rank)
+            trained_rank += 1
+    return np.array(order, dtype=np.int32)
+
+
+class _RandomFilters:
+    """Shared state of an RPF layer: the seed generator, the random kernel and `redraw`."""
+
+    def _init_random(self, random_ratio, weight_decay, seed):
+        _check_ratio(self, random_ratio)
+        self.random_ratio = random_ratio
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="rpf_seed")
+
+    def _add_random_kernel(self, shape, kernel_size):
+        self.random_std = 1.0 / kernel_size
+        self.random_kernel = self.add_weight(name="random_kernel", shape=shape, initializer="zeros",
+                                             trainable=False)
+        self.redraw()
+
+    def _regularizer(self):
+        return keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
+
+    def redraw(self):
+        """Draw new random kernels (one Algorithm 2 phase); they stay fixed until the next call."""
+        self.random_kernel.assign(keras.random.normal(
+            self.random_kernel.shape, stddev=self.random_std, seed=self.seed_generator,
+            dtype=self.random_kernel.dtype))
+
+    def _random_config(self):
+        return {"random_ratio": self.random_ratio, "weight_decay": self.weight_decay, "seed": self.seed}
+
+
+@register
+class RandomProjectionPointwiseConv2D(_RandomFilters, GroupedPointwiseConv2D):
+    """Grouped 1x1 convolution with round(ratio * filters) random filters (std 1/k = 1).
+
+    The random filters sit at evenly spread output positions, so they fall into every group (or
+    every other group, and so on, when there are fewer of them than groups).
+    """
+
+    def __init__(self, filters, groups=1, random_ratio=0.25, weight_decay=0.0, seed=None, **kwargs):
+        super().__init__(filters, groups=groups, **kwargs)
+        self._init_random(random_ratio, weight_decay, seed)
+        self.random_filters = random_count(filters, random_ratio)
+        self._order = assembly_order(filters, self.random_filters)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None or channels % self.groups:
+            raise ValueError(
+                f"{self.name}: input channels ({channels}) must be divisible by groups={self.groups}; "
+                f"input shape {tuple(input_shape)}")
+        cin = channels // self.groups
+        self.kernel = self.add_weight(
+            name="kernel", shape=(1, 1, cin, self.filters - self.random_filters),
+            initializer=self.kernel_initializer, regularizer=self._regularizer())
+        self._add_random_kernel((1, 1, cin, self.random_filters), kernel_size=1)
+        self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
+                     if self.use_bias else None)
+
+    def compact_kernel(self):
+        return tf.gather(tf.concat([self.kernel, self.random_kernel], axis=-1), self._order, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("kernel_regularizer")
+        return {**config, **self._random_config()}
+
+
+@register
+class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
+    """Depthwise k x k convolution ('same' padding) in which round(ratio * C) evenly spread input
+    channels use random kernels with std 1/k; the bias stays trainable for every channel."""
+
+    def __init__(self, kernel_size, strides=1, use_bias=True, random_ratio=0.25, weight_decay=0.0,
+                 seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self._init_random(random_ratio, weight_decay, seed)
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.use_bias = use_bias
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if len(input_shape) != 4 or channels is None:
+            raise ValueError(f"{self.name}: expected a (batch, height, width, channels) input with known "
+                             f"channels, got shape {tuple(input_shape)}")
+        k = self.kernel_size
+        self.random_channels = random_count(channels, self.random_ratio)
+        self._order = assembly_order(channels, self.random_channels)
+        self.kernel = self.add_weight(name="kernel", shape=(k, k, channels - self.random_channels, 1),
+                                      initializer="glorot_uniform", regularizer=self._regularizer())
+        self._add_random_kernel((k, k, self.random_channels, 1), kernel_size=k)
+        self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros") if self.use_bias else None
+
+    def call(self, x):
+        kernel = tf.cast(self.full_kernel(), x.dtype)
+        s = self.strides
+        y = tf.nn.depthwise_conv2d(x, kernel, strides=(1, s, s, 1), padding="SAME")
+        if self.use_bias:
+            y = tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
+        return y
+
+    def full_kernel(self):
+        """The (k, k, C, 1) depthwise kernel this layer applies."""
+        return tf.gather(tf.concat([self.kernel, self.random_kernel], axis=2), self._order, axis=2)
+
+    def flops(self, input_shape):
+        b, h, w, c = input_shape
+        return 2 * b * -(-h // self.strides) * -(-w // self.strides) * c * self.kernel_size ** 2
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        s = self.strides
+        return (b, None if h is None else -(-h // s), None if w is None else -(-w // s), c)
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
+                "use_bias": self.use_bias, **self._random_config()}
+
+
+def random_projection_layers(model):
+    """Every RPF layer inside `model` (nested layers included)."""
+    return [l for l in model._flatten_layers(include_self=True, recursive=True) if isinstance(l, _RandomFilters)]
+
+
+def redraw_random_filters(model):
+    """Draw new random filters in every RPF layer of `model` (no-op for a model without any).
+
+    Works eagerly and inside a `tf.function`, where the draws run in program order.
+    """
+    for layer in random_projection_layers(model):
+        layer.redraw()
+
