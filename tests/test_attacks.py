@@ -1,0 +1,142 @@
+"""Sign-gradient attacks on multi-input models, and Algorithm 2's adversarial train step."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import mail_tf
+from mail_tf import layers as L
+from mail_tf.attacks import SignAttack, sign_attack, tmtl_objective
+from mail_tf.training.step import make_train_step
+from conftest import TASKS, images
+
+EPS = 4 / 255
+
+
+def _linear_loss(weights):
+    """loss(x) = sum_i <w_i, x_i>: the l-inf optimum in the ball is x + eps * sign(w) (ROBUSTNESS_EVAL §4)."""
+    return lambda xs: sum(tf.reduce_sum(w * x) for w, x in zip(weights, xs))
+
+
+@pytest.mark.parametrize("method", ["fgsm", "bim", "pgd", "mim"])
+def test_every_method_reaches_the_linear_optimum(method):
+    rng = np.random.default_rng(0)
+    x = [rng.uniform(0.1, 0.9, (3, 6, 6, 3)).astype(np.float32) for _ in range(2)]
+    w = [rng.normal(size=(3, 6, 6, 3)).astype(np.float32) for _ in range(2)]
+    adv = sign_attack(_linear_loss(w), x, SignAttack(method, eps=EPS, iters=10), seed=(1, 2))
+    for xi, wi, ai in zip(x, w, adv):
+        np.testing.assert_allclose(ai.numpy(), xi + EPS * np.sign(wi), atol=1e-6)
+
+
+def test_the_optimum_is_clipped_to_the_unit_interval():
+    x = [np.array([[0.0, 0.5, 1.0]], np.float32)]
+    w = [np.array([[-1.0, 1.0, 1.0]], np.float32)]
+    adv = sign_attack(_linear_loss(w), x, SignAttack("pgd", eps=0.1, iters=20), seed=(0, 0))
+    np.testing.assert_allclose(adv[0].numpy(), [[0.0, 0.6, 1.0]], atol=1e-6)
+
+
+def test_adversarial_images_stay_in_the_ball_and_the_loss_increases(small_mail):
+    x = images(batch=4, seed=3)
+    labels = {"cyto": tf.constant([0, 1, 2, 3]), "derm": tf.constant([6, 5, 4, 3])}
+    objective = tmtl_objective(small_mail, labels)
+    for method in ("fgsm", "pgd", "mim"):
+        adv = sign_attack(objective, x, SignAttack(method, eps=EPS, iters=5), seed=(4, 5))
+        for xi, ai in zip(x, adv):
+            a = ai.numpy()
+            assert a.min() >= 0 and a.max() <= 1
+            assert np.abs(a - xi).max() <= EPS + 1e-6
+            assert np.abs(a - xi).max() > EPS / 2          # it did move
+        assert float(objective(adv)) > float(objective([tf.constant(v) for v in x])), method
+
+
+def test_one_modality_can_be_attacked_alone():
+    rng = np.random.default_rng(1)
+    x = [rng.uniform(0.2, 0.8, (2, 4, 4, 3)).astype(np.float32) for _ in range(2)]
+    w = [rng.normal(size=(2, 4, 4, 3)).astype(np.float32) for _ in range(2)]
+    adv = sign_attack(_linear_loss(w), x, SignAttack("pgd", eps=EPS), seed=(0, 1), perturb=[1])
+    np.testing.assert_array_equal(adv[0].numpy(), x[0])
+    np.testing.assert_allclose(adv[1].numpy(), x[1] + EPS * np.sign(w[1]), atol=1e-6)
+
+
+def test_compiled_attack_equals_the_eager_one():
+    rng = np.random.default_rng(2)
+    x = [rng.uniform(0, 1, (2, 4, 4, 3)).astype(np.float32)]
+    w = [tf.constant(rng.normal(size=(2, 4, 4, 3)).astype(np.float32))]
+    loss = lambda xs: tf.reduce_sum(tf.sin(3.0 * xs[0]) * w[0])       # non-linear: the path matters
+    attack = SignAttack("pgd", eps=0.1, iters=7)
+    eager = sign_attack(loss, x, attack, seed=(3, 4))
+    compiled = tf.function(lambda xs: sign_attack(loss, xs, attack, seed=(3, 4)))(x)
+    np.testing.assert_allclose(compiled[0].numpy(), eager[0].numpy(), atol=1e-6)
+
+
+def test_attack_settings_are_checked():
+    with pytest.raises(ValueError, match="method"):
+        SignAttack("cw")
+    with pytest.raises(ValueError, match="iters"):
+        SignAttack("pgd", iters=0)
+    assert SignAttack("pgd").step_size == pytest.approx(1 / 255)
+    assert SignAttack("fgsm").step_size == SignAttack("fgsm").eps and SignAttack("fgsm").steps == 1
+
+
+def _tiny_rpf_model(seed=0):
+    """Two 8x8 inputs, one RPF 1x1 conv each, two heads: every mechanism of Algorithm 2, fast to trace."""
+    keras.utils.set_random_seed(seed)
+    inputs = [keras.Input((8, 8, 3), name=f"{t}_image") for t in ("a", "b")]
+    outputs = {}
+    for t, x in zip(("a", "b"), inputs):
+        y = L.RandomProjectionPointwiseConv2D(8, random_ratio=0.5, seed=11 if t == "a" else 12, name=f"{t}_rpf")(x)
+        y = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(y))
+        outputs[t] = keras.layers.Dense(3, name=t)(y)
+    return keras.Model(inputs, outputs)
+
+
+def _batch():
+    rng = np.random.default_rng(8)
+    x = tuple(tf.constant(rng.uniform(0, 1, (6, 8, 8, 3)).astype(np.float32)) for _ in range(2))
+    y = {"a": tf.constant([0, 1, 2, 0, 1, 2]), "b": tf.constant([2, 2, 1, 1, 0, 0])}
+    return x, y
+
+
+def _twin_draws(model, n):
+    """The random kernels after `n` more draws from the model's current seed states."""
+    out = []
+    for layer in L.random_projection_layers(model):
+        gen = keras.random.SeedGenerator(0)
+        gen.state.assign(layer.seed_generator.state)
+        for _ in range(n):
+            value = keras.random.normal(layer.random_kernel.shape, stddev=1.0, seed=gen)
+        out.append(value.numpy())
+    return out
+
+
+@pytest.mark.parametrize("adversarial", [False, True])
+def test_train_step_draws_once_per_batch_clean_and_twice_adversarial(adversarial):
+    model = _tiny_rpf_model()
+    optimizer = keras.optimizers.SGD(0.1)
+    expected = _twin_draws(model, 2 if adversarial else 1)
+    step = make_train_step(model, optimizer, adversarial=SignAttack("pgd", iters=2) if adversarial else None)
+    step(*_batch())
+    for layer, value in zip(L.random_projection_layers(model), expected):
+        np.testing.assert_allclose(layer.random_kernel.numpy(), value, atol=1e-6)
+
+
+def test_adversarial_step_updates_on_the_attack_crafted_with_the_attack_phase_draw():
+    x, y = _batch()
+    attack = SignAttack("pgd", eps=8 / 255, iters=3)
+    # By hand: draw [A], craft X* (seed (0, step 0)), draw [I], one SGD step on L(X*).
+    ref = _tiny_rpf_model()
+    L.redraw_random_filters(ref)
+    adv = sign_attack(tmtl_objective(ref, y), list(x), attack, seed=(0, 0))
+    L.redraw_random_filters(ref)
+    with tf.GradientTape() as tape:
+        loss = mail_tf.training.losses.tmtl_loss(y, ref(adv, training=True))
+    grads = tape.gradient(loss, ref.trainable_variables)
+    for v, g in zip(ref.trainable_variables, grads):
+        v.assign_sub(0.1 * g)
+
+    model = _tiny_rpf_model()
+    step = make_train_step(model, keras.optimizers.SGD(0.1), adversarial=attack, seed=0)
+    assert float(step(x, y)) == pytest.approx(float(loss), rel=1e-5)
+    for a, b in zip(model.weights, ref.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
