@@ -2,6 +2,7 @@
 
   python -m experiments.benchmark --models mail_rn18,mail_rn50,resnet18_pair \
       --image-size 128 --batch-size 32 --json runs/benchmark.json
+  python -m experiments.benchmark --models mail,robust_mail --adv_iters 10   # + adversarial training
 
 Throughput is measured on random images after warm-up (the first calls trace and compile), with the
 same compiled train step as the training loop (TMTL loss, Adam).
@@ -25,6 +26,8 @@ flags.DEFINE_float("width", 1.0, "Width multiplier (1.0 = the paper's widths).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
 flags.DEFINE_integer("steps", 5, "Timed steps per measurement.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer("adv_iters", 0, "Also time the adversarial train step (Algorithm 2) with PGD-k, k = this; "
+                     "0: off.")
 flags.DEFINE_string("json", None, "Write the results as JSON to this path.")
 flags.DEFINE_alias("image-size", "image_size")
 flags.DEFINE_alias("batch-size", "batch_size")
@@ -41,12 +44,13 @@ def _time_per_call(fn, args, warmup, steps):
     return (time.perf_counter() - start) / steps
 
 
-def benchmark_model(name, num_classes, image_size, batch_size, width=1.0, warmup=2, steps=5, seed=0):
+def benchmark_model(name, num_classes, image_size, batch_size, width=1.0, warmup=2, steps=5, seed=0, adv_iters=0):
     """Measure one preset; returns the result dict (keys as in the JSON report)."""
     import keras
     import tensorflow as tf
 
     from mail_tf import build_model
+    from mail_tf.attacks import SignAttack
     from mail_tf.flops import count_flops
     from mail_tf.training import make_predict_fn, make_train_step
 
@@ -60,6 +64,11 @@ def benchmark_model(name, num_classes, image_size, batch_size, width=1.0, warmup
     predict = make_predict_fn(model)
     train_s = _time_per_call(train_step, (images, labels), warmup, steps)
     predict_s = _time_per_call(predict, (images,), warmup, steps)
+    extra = {}
+    if adv_iters:
+        adv_step = make_train_step(model, keras.optimizers.Adam(1e-4), adversarial=SignAttack("pgd", iters=adv_iters))
+        extra = {"adv_iters": adv_iters,
+                 "adv_train_pairs_per_s": batch_size / _time_per_call(adv_step, (images, labels), warmup, steps)}
     return {
         "model": name,
         "params": int(model.count_params()),
@@ -69,13 +78,18 @@ def benchmark_model(name, num_classes, image_size, batch_size, width=1.0, warmup
         "image_size": image_size,
         "batch_size": batch_size,
         "width": width,
+        **extra,
     }
 
 
 def format_table(results):
+    adv = any("adv_train_pairs_per_s" in r for r in results)
     head = f"{'model':<16}{'params':>14}{'GFLOPs/pair':>13}{'train pairs/s':>15}{'predict pairs/s':>17}"
+    if adv:
+        head += f"{'PGD-' + str(results[0]['adv_iters']) + ' AT pairs/s':>20}"
     rows = [f"{r['model']:<16}{r['params']:>14,}{r['gflops']:>13.3f}{r['train_pairs_per_s']:>15.1f}"
-            f"{r['predict_pairs_per_s']:>17.1f}" for r in results]
+            f"{r['predict_pairs_per_s']:>17.1f}" + (f"{r['adv_train_pairs_per_s']:>20.2f}" if adv else "")
+            for r in results]
     return "\n".join([head] + rows)
 
 
@@ -94,7 +108,7 @@ def main(argv):
     for i, name in enumerate(FLAGS.models, start=1):
         print(f"[{i}/{len(FLAGS.models)}] {name}: building and timing ...", file=sys.stderr, flush=True)
         results.append(benchmark_model(name, num_classes, FLAGS.image_size, FLAGS.batch_size, FLAGS.width,
-                                       FLAGS.warmup, FLAGS.steps, FLAGS.seed))
+                                       FLAGS.warmup, FLAGS.steps, FLAGS.seed, FLAGS.adv_iters))
     print(f"image size {FLAGS.image_size}, batch {FLAGS.batch_size}, heads {num_classes}")
     print(format_table(results))
     if FLAGS.json:

@@ -140,3 +140,42 @@ def test_adversarial_step_updates_on_the_attack_crafted_with_the_attack_phase_dr
     assert float(step(x, y)) == pytest.approx(float(loss), rel=1e-5)
     for a, b in zip(model.weights, ref.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+
+
+def _tiny_dataset(task_count=2):
+    x, y = _batch()
+    return {t: tf.data.Dataset.from_tensor_slices((x, y)).batch(4) for t in ("a", "b")}
+
+
+def test_both_protocols_agree_on_a_deterministic_model():
+    from mail_tf.attacks.evaluate import is_randomized, robust_accuracy
+
+    keras.utils.set_random_seed(0)
+    inputs = [keras.Input((8, 8, 3), name=f"{t}_image") for t in ("a", "b")]
+    pooled = [keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x)) for x in inputs]
+    model = keras.Model(inputs, {t: keras.layers.Dense(3, name=t)(p) for t, p in zip(("a", "b"), pooled)})
+    assert not is_randomized(model)
+    attack = SignAttack("pgd", eps=0.1, iters=3)
+    paper = robust_accuracy(model, _tiny_dataset(), attack, "paper", seed=3)
+    adaptive = robust_accuracy(model, _tiny_dataset(), attack, "adaptive", eot=4, draws=3, seed=3)
+    for t in ("a", "b"):
+        assert paper[t]["count"] == 6
+        for key in ("clean_accuracy", "robust_accuracy"):
+            assert paper[t][key] == adaptive[t][key]
+        assert paper[t]["robust_accuracy"] <= paper[t]["clean_accuracy"]
+        assert "robust_majority_accuracy" not in adaptive[t]
+
+
+def test_adaptive_protocol_scores_a_randomized_model_over_draws():
+    from mail_tf.attacks.evaluate import is_randomized, robust_accuracy
+
+    model = _tiny_rpf_model()
+    assert is_randomized(model)
+    result = robust_accuracy(model, _tiny_dataset(), SignAttack("pgd", eps=0.1, iters=2), "adaptive", eot=3,
+                             draws=5, seed=0, limit=5)
+    for t in ("a", "b"):
+        r = result[t]
+        assert r["count"] == 5
+        # mean over 5 draws: a multiple of 1/5 per image
+        assert abs(r["clean_correct"] * 5 - round(r["clean_correct"] * 5)) < 1e-6
+        assert 0 <= r["robust_majority_accuracy"] <= 1
