@@ -12,6 +12,7 @@ A run directory holds everything of one run:
 """
 
 import dataclasses
+import inspect
 import math
 import json
 import shutil
@@ -44,6 +45,11 @@ def check_config(config):
     """Fail fast, before any data is read, on settings the network cannot take."""
     if config.model not in PRESETS:
         raise RunError(f"unknown model {config.model!r}; choose one of {', '.join(sorted(PRESETS))}")
+    builder, settings = PRESETS[config.model]
+    try:
+        inspect.signature(builder).bind_partial(**{**settings, **(config.model_options or {})})
+    except TypeError as e:
+        raise RunError(f"model_options {config.model_options} do not fit {config.model}: {e}") from None
     if config.image_size < MIN_IMAGE_SIZE:
         raise RunError(f"image_size={config.image_size} is too small for {config.model}: its branches "
                        f"downsample 32x, so images must be at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
@@ -186,7 +192,7 @@ class Trainer:
             self.log(f"  {m.task}: {m.num_classes} classes {m.class_names}; images {sizes}")
 
         with self.strategy.scope():
-            try:
+            try:   # options passed through a builder's **kwargs are only checked here
                 self.model = build_model(config.model, {m.task: m.num_classes for m in self.modalities},
                                          (config.image_size, config.image_size, 3), width=config.width,
                                          **(config.model_options or {}))
