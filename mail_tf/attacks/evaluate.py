@@ -1,25 +1,79 @@
 """Robust accuracy of a multi-task model under the two protocols of ROBUSTNESS_EVAL.md.
 
-paper:    one random-filter draw [A] while crafting X*, a fresh draw [I] to classify it (and a fresh
-          one for the clean images); one forward pass per classification.
-adaptive: the attacker averages the loss over `eot` fresh draws at every step (EOT) and uses the
-          straight-through clip in MAN; each image is classified with `draws` fresh draws and scored
-          by the mean accuracy over draws and by majority vote.
-A deterministic model (no random filters, no noise, no MC dropout) gives the same number under both,
-so its adaptive run uses one draw for both.
+paper:    one random-filter draw [A] is held while an attack crafts X*; a fresh draw [I] classifies
+          X* (and another the clean images); one classification pass.
+adaptive: gradient attacks average the loss over `eot` fresh draws per step (EOT) and use the
+          straight-through clip in MAN; every image is classified with `draws` fresh draws and
+          scored by the mean accuracy over draws and by majority vote.
+A deterministic model (no random filters, no noise, no MC dropout) gives the same numbers under
+both, so its adaptive run uses one draw everywhere.
+
+An evaluation runs one or more crafters per batch (restarts, or AutoAttack's components); a sample
+counts as robust for a task only if it is classified correctly under every one of them (the
+worst case), and each crafter's own robust accuracy is reported too.
 """
 
+import dataclasses
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from mail_tf.attacks.gradient import sign_attack, tmtl_objective
+from mail_tf.attacks.apgd import apgd
+from mail_tf.attacks.gradient import METHODS, SignAttack, per_sample_loss, sign_attack, tmtl_objective
+from mail_tf.attacks.square import margin_loss, square_attack
 from mail_tf.layers.dropout import MCDropout
 from mail_tf.layers.noise import noise_layers, straight_through_clips
 from mail_tf.layers.random_projection import random_projection_layers, redraw_random_filters
 
 PROTOCOLS = ("paper", "adaptive")
+ATTACKS = METHODS + ("apgd-ce", "apgd-dlr", "square", "autoattack", "transfer")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """What to run: the attack's name and budget (see ATTACKS)."""
+
+    name: str = "pgd"
+    eps: float = 4 / 255
+    step: float = None         # sign attacks; None: eps / 4
+    iters: int = 10            # gradient attacks (APGD default 100 via the CLI)
+    restarts: int = 1          # independent random starts; worst case over them
+    queries: int = 1000        # Square
+
+    def __post_init__(self):
+        if self.name not in ATTACKS:
+            raise ValueError(f"attack must be one of {ATTACKS}, got {self.name!r}")
+        if self.restarts < 1 or self.queries < 1 or self.iters < 1:
+            raise ValueError(f"restarts, queries and iters must be at least 1, got {self.restarts}, "
+                             f"{self.queries}, {self.iters}")
+        if not self.eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps!r}")
+
+    def components(self, protocol):
+        """The named crafters this attack runs under `protocol`."""
+        if self.name == "autoattack":
+            # The standard version; the adaptive protocol runs AutoAttack's `rand` version (APGD with EOT).
+            return ["apgd-ce", "apgd-dlr"] + (["square"] if protocol == "paper" else [])
+        return [self.name]
+
+
+def _batch_agnostic(fn, *example):
+    """tf.function of fn traced once for any batch size (the last batch of a split is smaller)."""
+    spec = tf.nest.map_structure(lambda t: tf.TensorSpec([None] + list(t.shape[1:]), t.dtype), example)
+    return tf.function(fn, input_signature=list(spec))
+
+
+class _Lazy:
+    """Compile `fn` with a batch-agnostic signature on its first call."""
+
+    def __init__(self, fn):
+        self.fn, self.compiled = fn, None
+
+    def __call__(self, *args):
+        if self.compiled is None:
+            self.compiled = _batch_agnostic(self.fn, *args)
+        return self.compiled(*args)
 
 
 def is_randomized(model):
@@ -28,9 +82,12 @@ def is_randomized(model):
                 or any(isinstance(l, MCDropout) for l in model._flatten_layers(include_self=False)))
 
 
-def _eot_objective(model, labels, samples):
-    """TMTL loss averaged over `samples` fresh draws, straight-through clips (for the adaptive attacker)."""
-    objective = tmtl_objective(model, labels)
+def _objective(model, labels, kind, samples):
+    """Per-sample loss to maximise; with samples > 1 the mean over that many fresh draws with
+    straight-through clips (the adaptive attacker's EOT)."""
+    objective = tmtl_objective(model, labels, kind=kind)
+    if samples == 1:
+        return objective
 
     def loss_fn(images):
         def body(i, total):
@@ -38,86 +95,145 @@ def _eot_objective(model, labels, samples):
             with straight_through_clips(model):
                 return i + 1, total + objective(images)
 
-        _, total = tf.while_loop(lambda i, _: i < samples, body, (tf.constant(0), tf.constant(0.0)))
+        zero = tf.zeros([tf.shape(images[0])[0]])
+        _, total = tf.while_loop(lambda i, _: i < samples, body, (tf.constant(0), zero))
         return total / samples
 
     return loss_fn
 
 
-def make_attack_step(model, attack, protocol, eot=20, draws=10):
-    """A compiled (images, labels, seed) -> (clean votes, adversarial votes, adversarial images).
+class Evaluator:
+    """Compiled crafting and classification of one model under one protocol."""
 
-    votes: {task: (batch, classes)} counts of predicted classes over the classification draws.
-    """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    randomized = is_randomized(model)
-    samples = eot if (protocol == "adaptive" and randomized) else 1
-    passes = draws if (protocol == "adaptive" and randomized) else 1
+    def __init__(self, model, spec, protocol="paper", eot=20, draws=10, surrogate=None, perturb=None, log=None):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if spec.name == "transfer" and surrogate is None:
+            raise ValueError("the transfer attack needs a surrogate model")
+        self.model, self.spec, self.protocol = model, spec, protocol
+        self.randomized = is_randomized(model)
+        adaptive = protocol == "adaptive" and self.randomized
+        self.samples = eot if adaptive else 1
+        self.passes = draws if adaptive else 1
+        self.surrogate, self.perturb, self.log = surrogate, perturb, log
+        self.components = spec.components(protocol)
+        self._votes = _Lazy(self._vote_counts)
+        self._craft = {name: self._make_crafter(name) for name in self.components}
+        self._margin = _Lazy(lambda images, labels: margin_loss(labels, model(list(images), training=False)))
+        self._loss = _Lazy(lambda images, labels: per_sample_loss(labels, model(list(images), training=False)))
 
-    def votes(images):
+    def _vote_counts(self, images):
+        """{task: (batch, classes)} predicted-class counts over `passes` fresh draws ([I])."""
+        model = self.model
+
         def body(i, counts):
-            redraw_random_filters(model)                     # [I]: a fresh draw per classification
+            redraw_random_filters(model)
             logits = model(images, training=False)
-            return i + 1, {t: counts[t] + tf.one_hot(tf.argmax(logits[t], -1), logits[t].shape[-1])
-                           for t in counts}
+            return i + 1, {t: counts[t] + tf.one_hot(tf.argmax(logits[t], -1), logits[t].shape[-1]) for t in counts}
 
+        images = list(images)
         redraw_random_filters(model)
         first = model(images, training=False)
         counts = {t: tf.one_hot(tf.argmax(v, -1), v.shape[-1]) for t, v in first.items()}
-        _, counts = tf.while_loop(lambda i, _: i < passes, body, (tf.constant(1), counts))
-        return counts
+        return tf.while_loop(lambda i, _: i < self.passes, body, (tf.constant(1), counts))[1]
 
-    @tf.function
-    def step(images, labels, seed):
-        images = list(images)
-        redraw_random_filters(model)                         # [A]
-        if samples > 1:
-            objective = _eot_objective(model, labels, samples)
-        else:
-            objective = tmtl_objective(model, labels)
-        adversarial = sign_attack(objective, images, attack, seed=seed)
-        return votes(images), votes(adversarial), adversarial
+    def _make_crafter(self, name):
+        spec, model = self.spec, self.model
+        if name == "square":
+            return None                                   # python loop around a compiled forward
+        target = self.surrogate if name == "transfer" else model
+        samples = 1 if name == "transfer" else self.samples
+        kind = "dlr" if name == "apgd-dlr" else "ce"
 
-    return step
+        def craft(images, labels, seed):
+            redraw_random_filters(model)                  # [A] held while crafting
+            objective = _objective(target, labels, kind, samples)
+            images = list(images)
+            if name.startswith("apgd"):
+                return apgd(objective, images, spec.eps, spec.iters, seed=seed, perturb=self.perturb)
+            method = "pgd" if name == "transfer" else name
+            return sign_attack(objective, images, SignAttack(method, spec.eps, spec.step, spec.iters), seed=seed,
+                               perturb=self.perturb)
+
+        return _Lazy(craft)
+
+    def craft(self, name, images, labels, seed):
+        if name == "square":
+            redraw_random_filters(self.model)
+            adv, _ = square_attack(lambda xs: self._margin(tuple(tf.constant(x) for x in xs), labels).numpy(),
+                                   [np.asarray(x) for x in images], self.spec.eps,
+                                   self.spec.queries, seed=int(seed[0]) * 100003 + int(seed[1]),
+                                   perturb=self.perturb)
+            return [tf.constant(a) for a in adv]
+        return self._craft[name](tuple(images), labels, tf.constant(seed, tf.int32))
+
+    def votes(self, images):
+        return {t: v.numpy() for t, v in self._votes(tuple(images)).items()}
+
+    def mean_loss(self, images, labels):
+        return float(tf.reduce_mean(self._loss(tuple(images), labels)))
 
 
-def robust_accuracy(model, datasets, attack, protocol="paper", eot=20, draws=10, seed=0, limit=None, log=None):
-    """Clean and robust accuracy per task.
+def robust_accuracy(model, datasets, spec, protocol="paper", eot=20, draws=10, seed=0, limit=None,
+                    surrogate=None, perturb=None, log=None):
+    """Clean and robust accuracy per task, worst case over the attack's crafters and restarts.
 
     datasets: {task: dataset of (images, {every task: labels})} (`mail_tf.data.eval_datasets(...,
-      all_labels=True)`); the task named by the key is scored, the attack maximises the loss of all.
-    limit: score at most this many images per task (the first ones, in dataset order).
-    Returns {task: {count, clean_correct, robust_correct, clean_accuracy, robust_accuracy, and under
-    the adaptive protocol of a randomised model robust_majority_accuracy, clean_majority_accuracy},
-    "seconds": ...}.
+      all_labels=True)`); the key's task is scored, the attack maximises the loss of all tasks.
+    limit: attack at most this many images per task.
+    Returns {task: {count, clean_accuracy, robust_accuracy, by_attack: {crafter: accuracy},
+    loss_clean, loss_adversarial, seconds, and for a randomised model under the adaptive protocol
+    clean_/robust_majority_accuracy}}.
     """
-    step = make_attack_step(model, attack, protocol, eot, draws)
+    if isinstance(spec, SignAttack):                      # convenience: a bare sign attack
+        spec = AttackSpec(spec.method, spec.eps, spec.step, spec.iters)
+    ev = Evaluator(model, spec, protocol, eot, draws, surrogate, perturb, log)
+    crafters = [(name, r) for name in ev.components for r in range(spec.restarts)]
     out = {}
     for task, ds in datasets.items():
-        start = time.time()
-        clean, robust, clean_major, robust_major, count = 0.0, 0.0, 0, 0, 0
+        start, count = time.time(), 0
+        clean_frac, clean_vote, worst_frac, worst_vote = [], [], [], []
+        by_attack = {name: [] for name in ev.components}
+        loss_clean, loss_adv = [], []
         for b, (images, labels) in enumerate(ds):
             if limit is not None and count >= limit:
                 break
-            clean_votes, adv_votes, _ = step(images, labels, tf.constant([seed, b], tf.int32))
+            keep = int(labels[task].shape[0]) if limit is None else min(int(labels[task].shape[0]), limit - count)
+            images = [x[:keep] for x in images]
+            labels = {t: y[:keep] for t, y in labels.items()}
             y = labels[task].numpy()
-            keep = len(y) if limit is None else min(len(y), limit - count)
-            y = y[:keep]
-            cv, av = clean_votes[task].numpy()[:keep], adv_votes[task].numpy()[:keep]
-            n_draws = cv.sum(axis=1)[0] if keep else 1
-            clean += float((cv[np.arange(keep), y] / n_draws).sum())
-            robust += float((av[np.arange(keep), y] / n_draws).sum())
-            clean_major += int((cv.argmax(1) == y).sum())
-            robust_major += int((av.argmax(1) == y).sum())
+            rows = np.arange(keep)
+            votes = ev.votes(images)[task]
+            n = votes[0].sum()
+            clean_frac.append(votes[rows, y] / n)
+            clean_vote.append(votes.argmax(1) == y)
+            frac, vote = np.ones(keep), np.ones(keep, bool)
+            attack_frac = {name: np.ones(keep) for name in ev.components}
+            for name, r in crafters:
+                adv = ev.craft(name, images, labels, (seed + 1000 * r, b))
+                adv_votes = ev.votes(adv)[task]
+                f = adv_votes[rows, y] / n
+                frac, vote = np.minimum(frac, f), vote & (adv_votes.argmax(1) == y)
+                attack_frac[name] = np.minimum(attack_frac[name], f)
+                if r == 0 and name == ev.components[0]:
+                    loss_clean.append(ev.mean_loss(images, labels) * keep)
+                    loss_adv.append(ev.mean_loss(adv, labels) * keep)
+            worst_frac.append(frac)
+            worst_vote.append(vote)
+            for name in ev.components:
+                by_attack[name].append(attack_frac[name])
             count += keep
             if log:
-                log(f"  {task}: {count} images, robust accuracy so far {robust / max(count, 1):.3f}")
-        result = {"count": count, "clean_correct": clean, "robust_correct": robust,
-                  "clean_accuracy": clean / max(count, 1), "robust_accuracy": robust / max(count, 1),
+                log(f"  {task}: {count} images, robust accuracy so far {np.concatenate(worst_frac).mean():.3f} "
+                    f"({time.time() - start:.0f} s)")
+        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)
+        result = {"count": count, "clean_accuracy": float(cat(clean_frac).mean()) if count else 0.0,
+                  "robust_accuracy": float(cat(worst_frac).mean()) if count else 0.0,
+                  "by_attack": {k: float(cat(v).mean()) if count else 0.0 for k, v in by_attack.items()},
+                  "loss_clean": sum(loss_clean) / max(count, 1), "loss_adversarial": sum(loss_adv) / max(count, 1),
                   "seconds": time.time() - start}
-        if protocol == "adaptive" and is_randomized(model):
-            result["clean_majority_accuracy"] = clean_major / max(count, 1)
-            result["robust_majority_accuracy"] = robust_major / max(count, 1)
+        if ev.passes > 1:
+            result["clean_majority_accuracy"] = float(cat(clean_vote).mean()) if count else 0.0
+            result["robust_majority_accuracy"] = float(cat(worst_vote).mean()) if count else 0.0
         out[task] = result
     return out

@@ -59,7 +59,8 @@ def project(x_adv, x, eps):
 
 
 def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None):
-    """Maximise loss_fn(list of images) by sign-gradient steps; returns the adversarial images.
+    """Maximise the sum of loss_fn(list of images) (a scalar or per-sample losses) by sign-gradient
+    steps; returns the adversarial images.
 
     images: list of clean image batches in [0, 1] (one per modality).
     seed: a stateless seed pair for the random start (each modality offsets it).
@@ -82,7 +83,7 @@ def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None):
     for _ in tf.range(attack.steps):
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
-            loss = loss_fn(x_adv)
+            loss = tf.reduce_sum(loss_fn(x_adv))
         grads = tape.gradient(loss, x_adv)
         new_adv, new_momentum = [], []
         for i, (x, xa, g, mom) in enumerate(zip(images, x_adv, grads, momentum)):
@@ -99,12 +100,42 @@ def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None):
     return x_adv
 
 
-def tmtl_objective(model, labels, loss_weights=None, training=False):
-    """loss_fn for `sign_attack`: the TMTL loss of `model` on labels (every labelled task)."""
-    from mail_tf.training.losses import tmtl_loss   # here: mail_tf.training imports this module
+def dlr_loss(labels, logits):
+    """Per-sample difference-of-logits-ratio loss (Croce & Hein 2020), to maximise:
+    -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12). With fewer than 3 classes the ratio is
+    constant in sign, so the denominator is 1 there (the plain margin, Carlini-Wagner's loss)."""
+    logits = tf.cast(logits, tf.float32)
+    classes = logits.shape[-1]
+    true = tf.gather(logits, labels, batch_dims=1)
+    other = tf.reduce_max(logits - 1e9 * tf.one_hot(labels, classes), axis=-1)
+    if classes >= 3:
+        top = tf.math.top_k(logits, 3).values
+        scale = top[:, 0] - top[:, 2] + 1e-12
+    else:
+        scale = 1.0
+    return -(true - other) / scale
+
+
+def per_sample_loss(labels, logits, kind="ce", weights=None):
+    """sum_t lambda_t * loss_t per sample, over the tasks in `labels`; kind "ce" or "dlr"."""
+    tasks = list(labels)
+    weights = weights or {t: 1.0 / len(tasks) for t in tasks}
+    total = 0.0
+    for t in tasks:
+        y = tf.cast(labels[t], tf.int32)
+        if kind == "ce":
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits[t], tf.float32))
+        else:
+            loss = dlr_loss(y, logits[t])
+        total += weights[t] * loss
+    return total
+
+
+def tmtl_objective(model, labels, loss_weights=None, training=False, kind="ce"):
+    """loss_fn for the attacks: per-sample TMTL loss of `model` (CE, or DLR) on every labelled task."""
 
     def loss_fn(images):
         logits = model(images, training=training)
-        return tmtl_loss(labels, {t: logits[t] for t in labels}, loss_weights and {t: loss_weights[t] for t in labels})
+        return per_sample_loss(labels, logits, kind, loss_weights and {t: loss_weights[t] for t in labels})
 
     return loss_fn

@@ -1,0 +1,105 @@
+"""APGD (Croce & Hein, ICML 2020): step-size-free l-inf PGD with momentum, per sample.
+
+Each sample has its own step size, starting at 2*eps and halved at checkpoints when the loss rose
+in fewer than rho of the steps since the last checkpoint, or when neither the step size was halved
+nor the best loss improved at the last checkpoint; on halving the iterate restarts from the best
+point found. The loss is per sample (CE or DLR on logits, summed over tasks for a multi-task
+model); every modality moves in its own eps-ball with one shared step size per sample. The loop
+is a `tf.while_loop` (one trace for any number of iterations).
+"""
+
+import math
+
+import tensorflow as tf
+
+from mail_tf.attacks.gradient import project
+
+
+def checkpoint_steps(iters):
+    """The iterations after which APGD checks its step size (p_0 = 0, p_1 = 0.22,
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06))."""
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    at = [math.ceil(q * iters - 1e-9) for q in p[1:]]          # (- 1e-9: 0.57 * 100 is 57, not 58)
+    return sorted({k for k in at if 0 < k <= iters})
+
+
+def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), random_start=True, perturb=None):
+    """Maximise loss_fn(list of images) -> (batch,) per-sample losses; returns the best points found.
+
+    images: list of clean batches in [0, 1]; perturb: indices of the modalities to attack (all).
+    """
+    images = [tf.convert_to_tensor(x) for x in images]
+    chosen = set(range(len(images)) if perturb is None else perturb)
+    dtype = images[0].dtype
+    eps = tf.constant(eps, dtype)
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
+    batch = tf.shape(images[0])[0]
+    steps = checkpoint_steps(iters)
+    is_check = tf.constant([k in steps for k in range(iters + 1)])
+    window = {k: k - prev for prev, k in zip([0] + steps[:-1], steps)}
+    window = tf.constant([window.get(k, 1) for k in range(iters + 1)], dtype)
+
+    def expand(v, x):          # (B,) -> broadcastable to x
+        return tf.reshape(v, [-1] + [1] * (len(x.shape) - 1))
+
+    def value_and_grad(xs):
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            loss = loss_fn(xs)
+            total = tf.reduce_sum(loss)
+        grads = tape.gradient(total, xs)
+        grads = [tf.zeros_like(x) if g is None or i not in chosen else g for i, (x, g) in enumerate(zip(xs, grads))]
+        return loss, grads
+
+    def start(i, x):
+        if i not in chosen or not random_start:
+            return x
+        noise = tf.random.stateless_uniform(tf.shape(x), seed + [0, 7919 * (i + 1)], -1.0, 1.0, dtype=dtype)
+        return project(x + eps * noise, x, eps)
+
+    x0 = [start(i, x) for i, x in enumerate(images)]
+    loss0, grad0 = value_and_grad(x0)
+    step = tf.fill([batch], 2.0) * eps
+
+    def move(x_cur, x_old, grad, step, a):
+        out = []
+        for i, (x, xc, xo, g) in enumerate(zip(images, x_cur, x_old, grad)):
+            if i not in chosen:
+                out.append(xc)
+                continue
+            z = project(xc + expand(step, xc) * tf.sign(g), x, eps)
+            out.append(project(xc + a * (z - xc) + (1 - a) * (xc - xo), x, eps))
+        return out
+
+    def body(k, x_cur, x_old, grad, loss, step, x_best, grad_best, loss_best, rises, reduced_last, best_last):
+        a = tf.where(k == 0, tf.constant(1.0, dtype), tf.constant(alpha, dtype))
+        x_new = move(x_cur, x_old, grad, step, a)
+        loss_new, grad_new = value_and_grad(x_new)
+        rises = rises + tf.cast(loss_new > loss, dtype)
+        better = loss_new > loss_best
+        x_best = [tf.where(expand(better, xb), xn, xb) for xb, xn in zip(x_best, x_new)]
+        grad_best = [tf.where(expand(better, gb), gn, gb) for gb, gn in zip(grad_best, grad_new)]
+        loss_best = tf.where(better, loss_new, loss_best)
+
+        def check():
+            oscillating = rises < rho * window[k + 1]
+            stalled = tf.logical_and(tf.logical_not(reduced_last), best_last >= loss_best)
+            halve = tf.logical_or(oscillating, stalled)
+            h = lambda t: expand(halve, t)
+            return (tf.where(halve, step / 2, step), [tf.where(h(xb), xb, xn) for xb, xn in zip(x_best, x_new)],
+                    [tf.where(h(gb), gb, gn) for gb, gn in zip(grad_best, grad_new)],
+                    tf.where(halve, loss_best, loss_new), tf.zeros_like(rises), halve, loss_best)
+
+        def carry_on():
+            return step, x_new, grad_new, loss_new, rises, reduced_last, best_last
+
+        step, x_next, grad_next, loss_next, rises, reduced_last, best_last = tf.cond(is_check[k + 1], check, carry_on)
+        return (k + 1, x_next, x_cur, grad_next, loss_next, step, x_best, grad_best, loss_best, rises, reduced_last,
+                best_last)
+
+    state = (tf.constant(0), x0, x0, grad0, loss0, step, x0, grad0, loss0, tf.zeros([batch], dtype),
+             tf.zeros([batch], tf.bool), loss0)
+    out = tf.while_loop(lambda k, *_: k < iters, body, state)
+    return out[6]
