@@ -26,6 +26,8 @@ flags.DEFINE_float("width", 1.0, "Width multiplier (1.0 = the paper's widths).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
 flags.DEFINE_integer("steps", 5, "Timed steps per measurement.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer("attack_pairs", 0, "Also time PGD-10 (eps 4/255, paper protocol) over this many image pairs; "
+                     "0: off.")
 flags.DEFINE_integer("adv_iters", 0, "Also time the adversarial train step (Algorithm 2) with PGD-k, k = this; "
                      "0: off.")
 flags.DEFINE_string("json", None, "Write the results as JSON to this path.")
@@ -44,7 +46,27 @@ def _time_per_call(fn, args, warmup, steps):
     return (time.perf_counter() - start) / steps
 
 
-def benchmark_model(name, num_classes, image_size, batch_size, width=1.0, warmup=2, steps=5, seed=0, adv_iters=0):
+def time_pgd(model, tasks, image_size, batch_size, pairs, seed=0):
+    """Seconds to craft and classify PGD-10 examples for `pairs` random image pairs (after one
+    untimed batch that traces the attack)."""
+    import tensorflow as tf
+
+    from mail_tf.attacks.evaluate import AttackSpec, robust_accuracy
+
+    gen = tf.random.Generator.from_seed(seed)
+    images = tuple(gen.uniform((pairs, image_size, image_size, 3)) for _ in tasks)
+    labels = {t: gen.uniform((pairs,), 0, n, dtype=tf.int32) for t, n in tasks.items()}
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+    task = next(iter(tasks))
+    spec = AttackSpec("pgd", iters=10)
+    robust_accuracy(model, {task: ds.take(1)}, spec, "paper", seed=seed)          # trace
+    start = time.perf_counter()
+    robust_accuracy(model, {task: ds}, spec, "paper", seed=seed)
+    return time.perf_counter() - start
+
+
+def benchmark_model(name, num_classes, image_size, batch_size, width=1.0, warmup=2, steps=5, seed=0, adv_iters=0,
+                    attack_pairs=0):
     """Measure one preset; returns the result dict (keys as in the JSON report)."""
     import keras
     import tensorflow as tf
@@ -69,6 +91,9 @@ def benchmark_model(name, num_classes, image_size, batch_size, width=1.0, warmup
         adv_step = make_train_step(model, keras.optimizers.Adam(1e-4), adversarial=SignAttack("pgd", iters=adv_iters))
         extra = {"adv_iters": adv_iters,
                  "adv_train_pairs_per_s": batch_size / _time_per_call(adv_step, (images, labels), warmup, steps)}
+    if attack_pairs:
+        extra.update(attack_pairs=attack_pairs,
+                     pgd10_seconds=time_pgd(model, tasks, image_size, batch_size, attack_pairs, seed))
     return {
         "model": name,
         "params": int(model.count_params()),
@@ -87,9 +112,12 @@ def format_table(results):
     head = f"{'model':<16}{'params':>14}{'GFLOPs/pair':>13}{'train pairs/s':>15}{'predict pairs/s':>17}"
     if adv:
         head += f"{'PGD-' + str(results[0]['adv_iters']) + ' AT pairs/s':>20}"
+    pgd = any("pgd10_seconds" in r for r in results)
+    if pgd:
+        head += f"{'PGD-10 s / ' + str(results[0]['attack_pairs']) + ' pairs':>22}"
     rows = [f"{r['model']:<16}{r['params']:>14,}{r['gflops']:>13.3f}{r['train_pairs_per_s']:>15.1f}"
             f"{r['predict_pairs_per_s']:>17.1f}" + (f"{r['adv_train_pairs_per_s']:>20.2f}" if adv else "")
-            for r in results]
+            + (f"{r['pgd10_seconds']:>22.1f}" if pgd else "") for r in results]
     return "\n".join([head] + rows)
 
 
@@ -108,7 +136,7 @@ def main(argv):
     for i, name in enumerate(FLAGS.models, start=1):
         print(f"[{i}/{len(FLAGS.models)}] {name}: building and timing ...", file=sys.stderr, flush=True)
         results.append(benchmark_model(name, num_classes, FLAGS.image_size, FLAGS.batch_size, FLAGS.width,
-                                       FLAGS.warmup, FLAGS.steps, FLAGS.seed, FLAGS.adv_iters))
+                                       FLAGS.warmup, FLAGS.steps, FLAGS.seed, FLAGS.adv_iters, FLAGS.attack_pairs))
     print(f"image size {FLAGS.image_size}, batch {FLAGS.batch_size}, heads {num_classes}")
     print(format_table(results))
     if FLAGS.json:

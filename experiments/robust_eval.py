@@ -1,13 +1,18 @@
-"""Robust accuracy of a trained model under white-box l-inf attacks, per task and protocol.
+"""Robust accuracy of a trained model under l-inf attacks, per task and protocol, with sanity checks.
 
   python -m experiments.robust_eval --model runs/medmnist-robust_mail --attack pgd
-  python -m experiments.robust_eval --model RUN --attack mim --iters 20 --protocol adaptive --json r.json
+  python -m experiments.robust_eval --model RUN --attack autoattack --num_samples 200 --json r.json
+  python -m experiments.robust_eval --model RUN --attack transfer --surrogate runs/other
+  python -m experiments.robust_eval --model RUN --eps_sweep --iters_sweep --protocol paper
 
 --model is a run directory of experiments.train (model.keras, config.json, splits.json); its
 experiment, image size and splits are reused. Protocols (ROBUSTNESS_EVAL.md): `paper` (one draw
 while crafting, a fresh one to classify) and `adaptive` (EOT over --eot draws per step,
-straight-through clips, accuracy as the mean over --draws classification draws and majority vote);
-`both` (default) reports them side by side.
+straight-through clips, accuracy as the mean over --draws classification draws and by majority
+vote); `both` (default) reports them side by side. Attacks: fgsm, bim, pgd, mim, apgd-ce, apgd-dlr,
+square, autoattack (APGD-CE + APGD-DLR + Square; under the adaptive protocol the `rand` version,
+APGD with EOT), transfer (PGD crafted on --surrogate, classified by --model).
+Writes a table to stdout, --json, and a markdown report (and sweep plot) beside the JSON.
 """
 
 import json
@@ -20,25 +25,40 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+ATTACK_NAMES = ["fgsm", "bim", "pgd", "mim", "apgd-ce", "apgd-dlr", "square", "autoattack", "transfer"]
+EPS_SWEEP = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1]
+ITERS_SWEEP = [10, 20, 50, 100]
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Run directory of experiments.train.")
 flags.DEFINE_string("dataset", None, "Named experiment (default: the run's).")
 flags.DEFINE_string("data_dir", None, "Folder holding the datasets (default: the run's).")
 flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to attack.")
-flags.DEFINE_enum("attack", "pgd", ["fgsm", "bim", "pgd", "mim"], "Attack.")
+flags.DEFINE_enum("attack", "pgd", ATTACK_NAMES, "Attack.")
 flags.DEFINE_enum("protocol", "both", ["paper", "adaptive", "both"], "Evaluation protocol.")
 flags.DEFINE_float("eps", 4 / 255, "l-inf radius per modality, in [0, 1] pixel units.")
-flags.DEFINE_float("step", None, "Step size (default eps / 4; fgsm: eps).")
-flags.DEFINE_integer("iters", 10, "Attack iterations.")
+flags.DEFINE_float("step", None, "Step size of FGSM/BIM/PGD/MIM (default eps / 4; fgsm: eps).")
+flags.DEFINE_integer("iters", None, "Attack iterations (default 10; APGD and AutoAttack 100).")
+flags.DEFINE_integer("restarts", 1, "Random restarts; a sample is robust only if it survives all.")
+flags.DEFINE_integer("queries", 1000, "Square's query budget per image.")
 flags.DEFINE_integer("eot", 20, "Adaptive protocol: draws averaged per gradient step (EOT).")
 flags.DEFINE_integer("draws", 10, "Adaptive protocol: classification draws per image.")
+flags.DEFINE_string("surrogate", None, "Run directory of the surrogate model (transfer attack).")
+flags.DEFINE_string("modality", None, "Attack only this task's image (default: every modality jointly).")
 flags.DEFINE_integer("num_samples", None, "Attack at most this many images per task (default: all).")
-flags.DEFINE_integer("seed", 0, "Seed of random starts and draws.")
+flags.DEFINE_integer("seed", 0, "Seed of random starts, draws and Square.")
 flags.DEFINE_integer("batch_size", 64, "Image pairs per attack batch.")
-flags.DEFINE_string("json", None, "Write the results to this JSON file.")
+flags.DEFINE_bool("eps_sweep", False, "Also sweep eps over 0.01 ... 0.1 with the attack (paper Fig. 6).")
+flags.DEFINE_bool("iters_sweep", False, "Also sweep the iterations over 10, 20, 50, 100 (paper Fig. 6).")
+flags.DEFINE_bool("sanity", True, "Run the sanity checks of ROBUSTNESS_EVAL.md on a subset.")
+flags.DEFINE_integer("sanity_samples", 64, "Images per task for the sanity checks.")
+flags.DEFINE_string("json", None, "Write the results to this JSON file (and a .md report beside it).")
+flags.DEFINE_alias("eps-sweep", "eps_sweep")
+flags.DEFINE_alias("iters-sweep", "iters_sweep")
+flags.DEFINE_alias("num-samples", "num_samples")
 
 
-def load_run(run_dir):
+def load_run(run_dir, what="--model"):
     """(model, TrainConfig, split manifest) of a run directory, with one-line errors."""
     import keras
 
@@ -49,19 +69,108 @@ def load_run(run_dir):
     run = Path(run_dir)
     for name in ("model.keras", "config.json", "splits.json"):
         if not (run / name).exists():
-            raise FileNotFoundError(f"--model {run}: {name} is missing; expected a finished run directory of "
+            raise FileNotFoundError(f"{what} {run}: {name} is missing; expected a finished run directory of "
                                     f"experiments.train")
     config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     return keras.saving.load_model(run / "model.keras"), config, read_manifest(run / "splits.json")
 
 
-def print_table(results):
-    print(f"{'protocol':9} {'task':18} {'n':>6} {'clean':>7} {'robust':>7} {'robust (vote)':>14}")
+def attack_label(spec):
+    budget = f"{spec.queries} queries" if spec.name == "square" else f"{spec.iters} iterations"
+    return f"{spec.name}, eps {spec.eps:.4f} ({spec.eps * 255:.1f}/255), {budget}, {spec.restarts} restart(s)"
+
+
+def format_table(protocols):
+    lines = [f"{'protocol':9} {'task':18} {'n':>6} {'clean':>7} {'robust':>7} {'robust (vote)':>14}"]
+    for protocol, per_task in protocols.items():
+        for task, r in per_task.items():
+            vote = r.get("robust_majority_accuracy")
+            lines.append(f"{protocol:9} {task:18} {r['count']:6d} {r['clean_accuracy']:7.4f} "
+                         f"{r['robust_accuracy']:7.4f} {'' if vote is None else f'{vote:.4f}':>14}")
+    return "\n".join(lines)
+
+
+def sanity_checks(evaluate, spec, main, protocol, log):
+    """ROBUSTNESS_EVAL.md's checks on a subset; returns [{check, passed, detail}]."""
+    import dataclasses
+
+    checks = []
+    tasks = list(main)
+    # 1. The attack raises its loss.
+    rises = {t: main[t]["loss_adversarial"] > main[t]["loss_clean"] for t in tasks}
+    checks.append({"check": "the attack increases the loss", "passed": all(rises.values()),
+                   "detail": {t: [round(main[t]["loss_clean"], 4), round(main[t]["loss_adversarial"], 4)] for t in tasks}})
+    gradient = spec.name not in ("square", "transfer")
+    base = dataclasses.replace(spec, name="pgd" if not gradient or spec.name == "autoattack" else spec.name,
+                               iters=max(spec.iters if gradient else 10, 10))
+    # 2. A huge eps leaves (almost) nothing.
+    big = evaluate(dataclasses.replace(base, eps=0.5, step=0.05, iters=20), protocol)
+    worst = max(big[t]["robust_accuracy"] for t in tasks)
+    checks.append({"check": "robust accuracy falls to ~0 at eps = 0.5", "passed": worst <= 0.05,
+                   "detail": {t: big[t]["robust_accuracy"] for t in tasks}})
+    # 3. More iterations do not help the defender.
+    few, many = evaluate(base, protocol), evaluate(dataclasses.replace(base, iters=2 * base.iters), protocol)
+    checks.append({"check": f"{2 * base.iters} iterations are at least as strong as {base.iters}",
+                   "passed": all(many[t]["robust_accuracy"] <= few[t]["robust_accuracy"] + 0.02 for t in tasks),
+                   "detail": {t: [few[t]["robust_accuracy"], many[t]["robust_accuracy"]] for t in tasks}})
+    # 4. Gradient-free Square must not beat the white-box attack (else gradients are masked).
+    square = evaluate(dataclasses.replace(base, name="square"), protocol)
+    checks.append({"check": "Square (gradient-free) does not beat the white-box attack",
+                   "passed": all(square[t]["robust_accuracy"] >= few[t]["robust_accuracy"] - 0.02 for t in tasks),
+                   "detail": {t: {"square": square[t]["robust_accuracy"], base.name: few[t]["robust_accuracy"]}
+                              for t in tasks}})
+    for c in checks:
+        log(f"  sanity: {'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}")
+        if not c["passed"]:
+            log(f"WARNING: sanity check failed: {c['check']} -- treat the robust accuracy above with suspicion "
+                f"(ROBUSTNESS_EVAL.md)")
+    return checks
+
+
+def plot_sweeps(sweeps, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(5.5 * len(sweeps), 4), squeeze=False)
+    for ax, (name, sweep) in zip(axes[0], sweeps.items()):
+        for protocol, points in sweep.items():
+            for task in points[0]["results"]:
+                ax.plot([p["value"] for p in points], [p["results"][task]["robust_accuracy"] for p in points],
+                        marker="o", label=f"{task} ({protocol})")
+        ax.set_xlabel("eps" if name == "eps" else "iterations")
+        ax.set_ylabel("robust accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown_report(results):
+    lines = [f"# Robustness of `{results['model']}` ({results['model_name']})", "",
+             f"- data: {results['dataset']}, split {results['split']}, image size {results['image_size']}",
+             f"- attack: {results['attack']['label']}; perturbed: {results['perturbed']}",
+             f"- randomised model: {results['randomized']}; adaptive protocol: EOT {results['eot']}, "
+             f"{results['draws']} classification draws", f"- seed {results['seed']}", "",
+             "| protocol | task | n | clean | robust | robust (majority vote) |", "|---|---|---|---|---|---|"]
     for protocol, per_task in results["protocols"].items():
         for task, r in per_task.items():
             vote = r.get("robust_majority_accuracy")
-            print(f"{protocol:9} {task:18} {r['count']:6d} {r['clean_accuracy']:7.4f} {r['robust_accuracy']:7.4f} "
-                  f"{'' if vote is None else f'{vote:.4f}':>14}")
+            lines.append(f"| {protocol} | {task} | {r['count']} | {r['clean_accuracy']:.4f} | "
+                         f"{r['robust_accuracy']:.4f} | {'' if vote is None else f'{vote:.4f}'} |")
+    for protocol, checks in results.get("sanity", {}).items():
+        lines += ["", f"## Sanity checks ({protocol} protocol)", ""]
+        lines += [f"- {'ok' if c['passed'] else '**FAILED**'}: {c['check']} — `{c['detail']}`" for c in checks]
+    for name, sweep in results.get("sweeps", {}).items():
+        lines += ["", f"## {name} sweep", ""]
+        for protocol, points in sweep.items():
+            for p in points:
+                accs = ", ".join(f"{t} {r['robust_accuracy']:.4f}" for t, r in p["results"].items())
+                lines.append(f"- {protocol}, {name} = {p['value']}: {accs}")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv):
@@ -70,42 +179,79 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {argv[1:]}; settings are --flags (see --help)")
     if not FLAGS.model:
         sys.exit("error: --model is required (a run directory of experiments.train)")
+    import dataclasses
+
     import keras
 
     from mail_tf import data as mdata
-    from mail_tf.attacks import SignAttack
-    from mail_tf.attacks.evaluate import is_randomized, robust_accuracy
+    from mail_tf.attacks.evaluate import AttackSpec, is_randomized, robust_accuracy
 
+    iters = FLAGS.iters or (100 if FLAGS.attack.startswith("apgd") or FLAGS.attack == "autoattack" else 10)
     try:
-        attack = SignAttack(FLAGS.attack, FLAGS.eps, FLAGS.step, FLAGS.iters)
+        spec = AttackSpec(FLAGS.attack, FLAGS.eps, FLAGS.step, iters, FLAGS.restarts, FLAGS.queries)
         if FLAGS.eot < 1 or FLAGS.draws < 1:
             raise ValueError(f"--eot={FLAGS.eot} and --draws={FLAGS.draws} must be at least 1")
+        if FLAGS.attack == "transfer" and not FLAGS.surrogate:
+            raise ValueError("--attack transfer needs --surrogate RUN_DIR (the model the examples are crafted on)")
         model, config, manifest = load_run(FLAGS.model)
+        surrogate = load_run(FLAGS.surrogate, "--surrogate")[0] if FLAGS.surrogate else None
         dataset = FLAGS.dataset or config.dataset
         modalities = mdata.load_experiment(dataset, config.image_size, config.seed, FLAGS.data_dir or config.data_dir,
                                            manifest=manifest)
+        tasks = [m.task for m in modalities]
+        if FLAGS.modality is not None and FLAGS.modality not in tasks:
+            raise ValueError(f"--modality={FLAGS.modality!r}: expected one of the tasks {tasks}")
+        if surrogate is not None and [i.shape[1:] for i in surrogate.inputs] != [i.shape[1:] for i in model.inputs]:
+            raise ValueError(f"--surrogate {FLAGS.surrogate} takes inputs {[i.shape[1:] for i in surrogate.inputs]}, "
+                             f"the model {[i.shape[1:] for i in model.inputs]}; train it on the same experiment and size")
     except (FileNotFoundError, ValueError, mdata.DataError) as e:
         sys.exit(f"error: {e}")
-    keras.utils.set_random_seed(FLAGS.seed)
+    perturb = None if FLAGS.modality is None else [tasks.index(FLAGS.modality)]
     datasets = mdata.eval_datasets(modalities, FLAGS.split, FLAGS.batch_size, config.seed, all_labels=True)
     protocols = ["paper", "adaptive"] if FLAGS.protocol == "both" else [FLAGS.protocol]
+    log = lambda msg: print(msg, flush=True)
+
+    def evaluate(s, protocol, limit=FLAGS.num_samples, quiet=False):
+        keras.utils.set_random_seed(FLAGS.seed)
+        return robust_accuracy(model, datasets, s, protocol, FLAGS.eot, FLAGS.draws, FLAGS.seed, limit,
+                               surrogate, perturb, log=None if quiet else log)
+
     results = {"model": str(FLAGS.model), "model_name": config.model, "randomized": is_randomized(model),
                "dataset": dataset, "split": FLAGS.split, "image_size": config.image_size,
-               "attack": {"method": attack.method, "eps": attack.eps, "step": attack.step_size,
-                          "iters": attack.steps, "random_start": attack.starts_randomly},
-               "eot": FLAGS.eot, "draws": FLAGS.draws, "seed": FLAGS.seed, "protocols": {}}
+               "attack": {**dataclasses.asdict(spec), "label": attack_label(spec)},
+               "perturbed": FLAGS.modality or "all modalities jointly", "surrogate": FLAGS.surrogate,
+               "eot": FLAGS.eot, "draws": FLAGS.draws, "seed": FLAGS.seed, "protocols": {}, "seconds": {}}
     for protocol in protocols:
         start = time.time()
-        print(f"{protocol} protocol: {attack.method.upper()}-{attack.steps}, eps {attack.eps:.4f} ...", flush=True)
-        results["protocols"][protocol] = robust_accuracy(
-            model, datasets, attack, protocol, FLAGS.eot, FLAGS.draws, FLAGS.seed, FLAGS.num_samples,
-            log=lambda msg: print(msg, flush=True))
-        print(f"  {time.time() - start:.0f} s", flush=True)
-    print_table(results)
+        log(f"{protocol} protocol: {attack_label(spec)} ...")
+        results["protocols"][protocol] = evaluate(spec, protocol)
+        results["seconds"][protocol] = time.time() - start
+        log(f"  {results['seconds'][protocol]:.0f} s")
+    if FLAGS.sanity:
+        results["sanity"] = {}
+        for protocol in protocols:
+            log(f"sanity checks ({protocol} protocol, {FLAGS.sanity_samples} images per task) ...")
+            subset = lambda s, p: evaluate(s, p, limit=FLAGS.sanity_samples, quiet=True)
+            main_subset = subset(spec, protocol)
+            results["sanity"][protocol] = sanity_checks(subset, spec, main_subset, protocol, log)
+    sweeps = {}
+    if FLAGS.eps_sweep:
+        sweeps["eps"] = {p: [{"value": e, "results": evaluate(dataclasses.replace(spec, eps=e), p, quiet=True)}
+                             for e in EPS_SWEEP] for p in protocols}
+    if FLAGS.iters_sweep:
+        sweeps["iterations"] = {p: [{"value": k, "results": evaluate(dataclasses.replace(spec, iters=k), p, quiet=True)}
+                                    for k in ITERS_SWEEP] for p in protocols}
+    if sweeps:
+        results["sweeps"] = sweeps
+    print(format_table(results["protocols"]))
     if FLAGS.json:
-        Path(FLAGS.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(FLAGS.json).write_text(json.dumps(results, indent=2) + "\n")
-        print(f"written {FLAGS.json}")
+        out = Path(FLAGS.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        out.with_suffix(".md").write_text(markdown_report(results))
+        if sweeps:
+            plot_sweeps(sweeps, out.with_suffix(".png"))
+        log(f"written {out} and {out.with_suffix('.md')}" + (f" and {out.with_suffix('.png')}" if sweeps else ""))
 
 
 if __name__ == "__main__":

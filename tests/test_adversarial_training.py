@@ -27,6 +27,7 @@ def test_adversarial_run_then_robust_eval_cli(tmp_path):
     report = tmp_path / "robust.json"
     proc = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--model", str(run), "--attack", "pgd",
                            "--iters", "3", "--num_samples", "40", "--batch_size", "32", "--eot", "2", "--draws", "2",
+                           "--sanity_samples", "16", "--queries", "20", "--protocol", "both",
                            "--json", str(report)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(report.read_text())
@@ -40,6 +41,12 @@ def test_adversarial_run_then_robust_eval_cli(tmp_path):
     for task in paper:        # a deterministic model: both protocols give the same numbers
         assert paper[task]["robust_accuracy"] == adaptive[task]["robust_accuracy"]
     assert "robust" in proc.stdout and "pneumoniamnist" in proc.stdout
+    checks = result["sanity"]["paper"]
+    assert [c["check"].split()[0] for c in checks] == ["the", "robust", "20", "Square"]
+    assert checks[1]["passed"] == (max(checks[1]["detail"].values()) <= 0.05)
+    for c in checks:     # a failed check is loud (a 1-epoch model may well ignore its input)
+        assert c["passed"] or f"WARNING: sanity check failed: {c['check']}" in proc.stdout
+    assert report.with_suffix(".md").read_text().startswith("# Robustness of")
 
     bad = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--model", str(tmp_path / "nothing")],
                          capture_output=True, text=True)

@@ -159,6 +159,15 @@ def test_predict_cli_on_real_files_of_different_sizes(full_run):
     for task, r in result.items():
         assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert r["class"] == max(r["probabilities"], key=r["probabilities"].get)
+    # Averaged passes: a deterministic model gives the same probabilities with zero spread.
+    proc = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", str(out), "--passes", "3",
+                           str(skin), str(mri)], capture_output=True, text=True, check=True)
+    averaged = json.loads(proc.stdout)
+    for task, r in averaged.items():
+        assert r["passes"] == 3 and set(r["std"]) == set(r["probabilities"])
+        assert max(r["std"].values()) < 1e-5
+        for name, p in r["probabilities"].items():
+            assert p == pytest.approx(result[task]["probabilities"][name], abs=1e-5)
     bad = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", str(out), str(skin)],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "error: the model takes 2 images" in bad.stderr
