@@ -47,18 +47,19 @@ def export_serving(model, path, class_names, image_size):
         x = serving_inputs(images, image_size)
         zeros = {t: tf.zeros([tf.shape(x[0])[0], len(class_names[t])]) for t in tasks}
 
-        def one_pass(i, total, squares):
-            p = probabilities(x)
-            return (i + 1, {t: total[t] + p[t] for t in tasks}, {t: squares[t] + tf.square(p[t]) for t in tasks})
+        def one_pass(i, mean, m2):
+            # Welford's update: a constant sequence gives exactly zero spread.
+            p, n = probabilities(x), tf.cast(i + 1, tf.float32)
+            new_mean = {t: mean[t] + (p[t] - mean[t]) / n for t in tasks}
+            return i + 1, new_mean, {t: m2[t] + (p[t] - mean[t]) * (p[t] - new_mean[t]) for t in tasks}
 
         # An explicit while loop: the export traces without AutoGraph.
-        _, total, squares = tf.while_loop(lambda i, *_: i < passes, one_pass, (tf.constant(0), zeros, zeros))
+        _, mean, m2 = tf.while_loop(lambda i, *_: i < passes, one_pass, (tf.constant(0), zeros, zeros))
         n = tf.cast(tf.maximum(passes, 1), tf.float32)
         out = {}
         for t in tasks:
-            mean = total[t] / n
-            out[t] = mean
-            out[f"{t}_std"] = tf.sqrt(tf.maximum(squares[t] / n - tf.square(mean), 0.0))
+            out[t] = mean[t]
+            out[f"{t}_std"] = tf.sqrt(tf.maximum(m2[t] / n, 0.0))
         return out
 
     image_specs = [tf.TensorSpec([None, None, None, None], tf.uint8, name=n) for n in input_names]
