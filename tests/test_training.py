@@ -270,14 +270,16 @@ assert mirrored.num_replicas_in_sync == 2
 l1, w1 = one_step(tf.distribute.get_strategy())
 l2, w2 = one_step(mirrored)
 changed = max(float(np.abs(a - b).max()) for a, b in zip(w1, initial))
-# Differences relative to the largest update (SGD 0.1 moves some kernels by ~5):
-# round-off gives ~1e-4, an unsynchronised BN or a wrong loss scale gives O(1).
+# Differences relative to the largest update (SGD 0.1 moves some kernels by ~3): float32 round-off
+# gives 2e-4 to 2e-3 depending on the CPU's kernels (2.0e-3 on an AMX/AVX-512 host, largest in
+# stage-1 depthwise kernels behind small-variance BNs); an unsynchronised BN or a wrong loss scale
+# gives O(1).
 worst = max(float(np.abs(a - b).max()) for a, b in zip(w1, w2)) / changed
 print(l1, l2, changed, worst)
 assert changed > 1e-3, changed
 # Synchronised BN takes E[x^2] - E[x]^2 over replicas: float32 round-off, not a bug.
 assert abs(l1 - l2) < 1e-4 * max(1.0, abs(l1)), (l1, l2)
-assert worst < 1e-3, worst
+assert worst < 1e-2, worst
 """
 
 
