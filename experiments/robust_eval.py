@@ -39,6 +39,8 @@ flags.DEFINE_enum("protocol", "both", ["paper", "adaptive", "both"], "Evaluation
 flags.DEFINE_float("eps", 4 / 255, "l-inf radius per modality, in [0, 1] pixel units.")
 flags.DEFINE_float("step", None, "Step size of FGSM/BIM/PGD/MIM (default eps / 4; fgsm: eps).")
 flags.DEFINE_integer("iters", None, "Attack iterations (default 10; APGD and AutoAttack 100).")
+flags.DEFINE_enum("loss", "tmtl", ["tmtl", "task"], "Objective: the TMTL loss of every head (the paper's), or "
+                  "the loss of the task being scored (stronger per task).")
 flags.DEFINE_integer("restarts", 1, "Random restarts; a sample is robust only if it survives all.")
 flags.DEFINE_integer("queries", 1000, "Square's query budget per image.")
 flags.DEFINE_integer("eot", 20, "Adaptive protocol: draws averaged per gradient step (EOT).")
@@ -77,7 +79,8 @@ def load_run(run_dir, what="--model"):
 
 def attack_label(spec):
     budget = f"{spec.queries} queries" if spec.name == "square" else f"{spec.iters} iterations"
-    return f"{spec.name}, eps {spec.eps:.4f} ({spec.eps * 255:.1f}/255), {budget}, {spec.restarts} restart(s)"
+    return (f"{spec.name}, eps {spec.eps:.4f} ({spec.eps * 255:.1f}/255), {budget}, {spec.restarts} restart(s), "
+            f"{'TMTL loss' if spec.loss == 'tmtl' else 'loss of the scored task'}")
 
 
 def format_table(protocols):
@@ -123,7 +126,8 @@ def sanity_checks(evaluate, spec, main, protocol, log):
         log(f"  sanity: {'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}")
         if not c["passed"]:
             log(f"WARNING: sanity check failed: {c['check']} -- treat the robust accuracy above with suspicion "
-                f"(ROBUSTNESS_EVAL.md)")
+                f"(ROBUSTNESS_EVAL.md)" + ("; the TMTL objective can spare one task, try --loss task"
+                                          if spec.loss == "tmtl" else ""))
     return checks
 
 
@@ -188,7 +192,7 @@ def main(argv):
 
     iters = FLAGS.iters or (100 if FLAGS.attack.startswith("apgd") or FLAGS.attack == "autoattack" else 10)
     try:
-        spec = AttackSpec(FLAGS.attack, FLAGS.eps, FLAGS.step, iters, FLAGS.restarts, FLAGS.queries)
+        spec = AttackSpec(FLAGS.attack, FLAGS.eps, FLAGS.step, iters, FLAGS.restarts, FLAGS.queries, FLAGS.loss)
         if FLAGS.eot < 1 or FLAGS.draws < 1:
             raise ValueError(f"--eot={FLAGS.eot} and --draws={FLAGS.draws} must be at least 1")
         if FLAGS.attack == "transfer" and not FLAGS.surrogate:

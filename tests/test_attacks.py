@@ -167,6 +167,36 @@ def test_both_protocols_agree_on_a_deterministic_model():
         assert "robust_majority_accuracy" not in adaptive[t]
 
 
+def test_task_loss_breaks_a_task_the_tmtl_objective_spares():
+    """Head b's loss (10x steeper) rises when the mean pixel rises, head a's when it falls: the TMTL sign
+    gradient follows b and helps a; the scored task's own loss breaks a."""
+    from mail_tf.attacks.evaluate import AttackSpec, robust_accuracy
+
+    inputs = [keras.Input((8, 8, 3), name=f"{t}_image") for t in ("a", "b")]
+    unused = keras.layers.Dense(3, use_bias=False, kernel_initializer="zeros")(
+        keras.layers.GlobalAveragePooling2D()(inputs[1]))
+    f = keras.layers.Add()([keras.layers.GlobalAveragePooling2D()(inputs[0]), unused])
+    heads = {}
+    for t, slope, bias in (("a", 10.0, 1.0 - 15.0), ("b", 100.0, -151.0)):
+        # logit_0 = slope * sum(channel means) + bias, logit_1 = 0; at mean pixel 0.5 the margin is 1.
+        kernel = np.zeros((3, 2), np.float32)
+        kernel[:, 0] = slope
+        heads[t] = keras.layers.Dense(2, name=t, kernel_initializer=keras.initializers.Constant(kernel),
+                                      bias_initializer=keras.initializers.Constant([bias, 0.0]))(f)
+    model = keras.Model(inputs, heads)
+    x = tuple(np.full((4, 8, 8, 3), 0.5, np.float32) for _ in range(2))
+    y = {"a": np.zeros(4, np.int64), "b": np.ones(4, np.int64)}
+    data = {t: tf.data.Dataset.from_tensor_slices((x, y)).batch(4) for t in ("a", "b")}
+    clean = {t: np.argmax(model(list(x))[t].numpy(), -1) for t in ("a", "b")}
+    assert (clean["a"] == 0).all() and (clean["b"] == 1).all()
+    tmtl = robust_accuracy(model, data, AttackSpec("pgd", eps=0.1, iters=10), seed=1)
+    task = robust_accuracy(model, data, AttackSpec("pgd", eps=0.1, iters=10, loss="task"), seed=1)
+    assert (tmtl["a"]["robust_accuracy"], tmtl["b"]["robust_accuracy"]) == (1.0, 0.0)
+    assert (task["a"]["robust_accuracy"], task["b"]["robust_accuracy"]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="loss"):
+        AttackSpec("pgd", loss="sum")
+
+
 def test_adaptive_protocol_scores_a_randomized_model_over_draws():
     from mail_tf.attacks.evaluate import is_randomized, robust_accuracy
 
