@@ -31,7 +31,8 @@ flags.DEFINE_enum("adv_method", "pgd", ["fgsm", "bim", "pgd", "mim"], "Attack us
 flags.DEFINE_float("adv_eps", 4 / 255, "l-inf radius of the training attack, in [0, 1] pixel units.")
 flags.DEFINE_float("adv_step", None, "Step of the training attack (default adv_eps / 4).")
 flags.DEFINE_integer("adv_iters", 10, "Iterations of the training attack (k of Algorithm 2).")
-flags.DEFINE_float("adv_clean_weight", 0.0, "Weight of the clean loss beside the adversarial loss.")
+flags.DEFINE_float("adv_clean_weight", 0.0, "w in [0, 1): train on (1 - w) * L(X*) + w * L(X), the adversarial and "
+                   "clean losses mixed; 0 (Algorithm 2) trains on the adversarial batch only.")
 flags.DEFINE_integer("epochs", 100, "Maximum epochs (medmnist: 14).")
 flags.DEFINE_integer("image_size", 128, "Square input size (medmnist: 64).")
 flags.DEFINE_integer("batch_size", 32, "Image pairs per step (medmnist: 64).")

@@ -48,6 +48,26 @@ def test_random_kernels_are_not_trainable_and_have_std_one_over_k(kernel_size):
     assert abs(values.mean()) < 0.1 / kernel_size
 
 
+def test_rpf_std_scale_reaches_every_random_kernel_and_survives_a_roundtrip(tmp_path):
+    kwargs = dict(width=0.25, man=False, rpf_ratio=0.5)
+    plain = mail_tf.build_model("robust_mail", TASKS, (32, 32, 3), **kwargs)
+    scaled = mail_tf.build_model("robust_mail", TASKS, (32, 32, 3), rpf_std_scale=0.2, **kwargs)
+    layers = L.random_projection.random_projection_layers(scaled)
+    assert len(layers) == len(L.random_projection.random_projection_layers(plain)) > 0
+    for layer in layers:                    # ERLA's and EMSCA's MSGDCs alike
+        k = layer.kernel_size if hasattr(layer, "kernel_size") else 1
+        assert layer.random_std == pytest.approx(0.2 / k)
+    pooled = np.concatenate([l.random_kernel.numpy().ravel() * (getattr(l, "kernel_size", 1))
+                             for l in layers])
+    assert abs(pooled.std() - 0.2) < 0.02
+    scaled.save(tmp_path / "scaled.keras")
+    loaded = keras.saving.load_model(tmp_path / "scaled.keras")
+    assert {l.random_std for l in L.random_projection.random_projection_layers(loaded)} == \
+        {l.random_std for l in layers}
+    with pytest.raises(ValueError, match="rpf_std_scale"):
+        mail_tf.build_robust_mail(TASKS, (32, 32, 3), rpf_std_scale=0.0)
+
+
 def test_rpf_pointwise_spreads_random_filters_over_every_group():
     layer = L.RandomProjectionPointwiseConv2D(64, groups=16, random_ratio=0.25, seed=0)
     layer.build((None, 4, 4, 32))

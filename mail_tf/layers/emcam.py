@@ -88,16 +88,17 @@ class EMSCA(keras.layers.Layer):
     Robust-MAIL (Eq. 23): rpf_ratio > 0 puts random projection filters into MSGDC'.
     """
 
-    def __init__(self, modalities=2, rpf_ratio=0.0, defense_decay=0.0, **kwargs):
+    def __init__(self, modalities=2, rpf_ratio=0.0, defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.modalities = modalities
         self.rpf_ratio = rpf_ratio
         self.defense_decay = defense_decay
+        self.rpf_std_scale = rpf_std_scale
 
     def build(self, input_shape):
         _, _, _, c = _check_modalities(self, input_shape, self.modalities)
         self.msgdc = MSGDC(c, groups=GPC_GROUPS, use_bias=False, rpf_ratio=self.rpf_ratio,
-                           defense_decay=self.defense_decay, name="msgdc")
+                           defense_decay=self.defense_decay, rpf_std_scale=self.rpf_std_scale, name="msgdc")
         self.project = keras.layers.Conv2D(c, 1, name="project")
         self.msgdc.build(input_shape[0])
         self.project.build(self.msgdc.compute_output_shape(input_shape[0]))
@@ -123,7 +124,7 @@ class EMSCA(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "modalities": self.modalities, "rpf_ratio": self.rpf_ratio,
-                "defense_decay": self.defense_decay}
+                "defense_decay": self.defense_decay, "rpf_std_scale": self.rpf_std_scale}
 
 
 @register
@@ -140,16 +141,17 @@ class EMCAM(keras.layers.Layer):
     """
 
     def __init__(self, modalities=2, fusion="parallel", rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT,
-                 defense_decay=0.0, **kwargs):
+                 defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
         super().__init__(**kwargs)
         if fusion not in FUSIONS:
             raise ValueError(f"EMCAM fusion must be one of {FUSIONS}, got {fusion!r}")
         self.modalities = modalities
         self.fusion = fusion
-        self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay = (
-            rpf_ratio, man_sigma, man_init, defense_decay)
+        self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay, self.rpf_std_scale = (
+            rpf_ratio, man_sigma, man_init, defense_decay, rpf_std_scale)
         self.mfifa = MFIFA(modalities, name="mfifa") if fusion != "emsca" else None
-        self.emsca = (EMSCA(modalities, rpf_ratio=rpf_ratio, defense_decay=defense_decay, name="emsca")
+        self.emsca = (EMSCA(modalities, rpf_ratio=rpf_ratio, defense_decay=defense_decay,
+                            rpf_std_scale=rpf_std_scale, name="emsca")
                       if fusion != "mfifa" else None)
         noise = lambda name: AttentionNoise(man_sigma, man_init, defense_decay, name=name) if man_sigma else None
         self.noise_f = noise("man_f") if self.mfifa is not None else None
@@ -199,4 +201,4 @@ class EMCAM(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "modalities": self.modalities, "fusion": self.fusion,
                 "rpf_ratio": self.rpf_ratio, "man_sigma": self.man_sigma, "man_init": self.man_init,
-                "defense_decay": self.defense_decay}
+                "defense_decay": self.defense_decay, "rpf_std_scale": self.rpf_std_scale}

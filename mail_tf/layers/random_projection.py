@@ -1,7 +1,10 @@
 """Random projection filters (RPF; Dong & Xu, CVPR 2023) for MSGDC's convolutions (MAIL_SPEC §3).
 
 A fraction of a convolution's filters are fixed random Gaussian kernels N(0, (1/k)^2) for kernel
-size k; the rest are trainable. The random kernels live in a non-trainable variable and change only
+size k; the rest are trainable. `std_scale` multiplies that std (default 1: the spec's 1/k). Inside
+MSGDC the random channels are mixed with trained ones by the next grouped 1x1 conv before any BN, and
+1/k makes them ~5x larger than trained kernels ever get (measured on a trained Robust-MAIL), so each
+new draw can swamp the learned signal; a scale near 0.2 matches the trained kernels' size. The random kernels live in a non-trainable variable and change only
 when `redraw()` is called: Algorithm 2 holds one draw for the k steps of an attack (phase [A]) and
 draws again for the update and for inference ([I]). Draws come from the layer's own
 `keras.random.SeedGenerator`, so a seed (or `keras.utils.set_random_seed` before building)
@@ -50,15 +53,18 @@ def assembly_order(total, count):
 class _RandomFilters:
     """Shared state of an RPF layer: the seed generator, the random kernel and `redraw`."""
 
-    def _init_random(self, random_ratio, weight_decay, seed):
+    def _init_random(self, random_ratio, weight_decay, seed, std_scale):
         _check_ratio(self, random_ratio)
+        if not std_scale > 0:
+            raise ValueError(f"{self.name}: std_scale must be positive, got {std_scale!r}")
         self.random_ratio = random_ratio
+        self.std_scale = std_scale
         self.weight_decay = weight_decay
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="rpf_seed")
 
     def _add_random_kernel(self, shape, kernel_size):
-        self.random_std = 1.0 / kernel_size
+        self.random_std = self.std_scale / kernel_size
         self.random_kernel = self.add_weight(name="random_kernel", shape=shape, initializer="zeros",
                                              trainable=False)
         self.redraw()
@@ -73,7 +79,8 @@ class _RandomFilters:
             dtype=self.random_kernel.dtype))
 
     def _random_config(self):
-        return {"random_ratio": self.random_ratio, "weight_decay": self.weight_decay, "seed": self.seed}
+        return {"random_ratio": self.random_ratio, "weight_decay": self.weight_decay, "seed": self.seed,
+                "std_scale": self.std_scale}
 
 
 @register
@@ -84,9 +91,10 @@ class RandomProjectionPointwiseConv2D(_RandomFilters, GroupedPointwiseConv2D):
     every other group, and so on, when there are fewer of them than groups).
     """
 
-    def __init__(self, filters, groups=1, random_ratio=0.25, weight_decay=0.0, seed=None, **kwargs):
+    def __init__(self, filters, groups=1, random_ratio=0.25, weight_decay=0.0, seed=None, std_scale=1.0,
+                 **kwargs):
         super().__init__(filters, groups=groups, **kwargs)
-        self._init_random(random_ratio, weight_decay, seed)
+        self._init_random(random_ratio, weight_decay, seed, std_scale)
         self.random_filters = random_count(filters, random_ratio)
         self._order = assembly_order(filters, self.random_filters)
 
@@ -119,9 +127,9 @@ class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
     channels use random kernels with std 1/k; the bias stays trainable for every channel."""
 
     def __init__(self, kernel_size, strides=1, use_bias=True, random_ratio=0.25, weight_decay=0.0,
-                 seed=None, **kwargs):
+                 seed=None, std_scale=1.0, **kwargs):
         super().__init__(**kwargs)
-        self._init_random(random_ratio, weight_decay, seed)
+        self._init_random(random_ratio, weight_decay, seed, std_scale)
         self.kernel_size = kernel_size
         self.strides = strides
         self.use_bias = use_bias

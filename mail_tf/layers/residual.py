@@ -31,7 +31,7 @@ class MSGDC(keras.layers.Layer):
     """
 
     def __init__(self, filters, strides=1, groups=GPC_GROUPS, kernel_sizes=(3, 5), use_bias=True,
-                 rpf_ratio=0.0, defense_decay=0.0, **kwargs):
+                 rpf_ratio=0.0, defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
@@ -40,13 +40,14 @@ class MSGDC(keras.layers.Layer):
         self.use_bias = use_bias
         self.rpf_ratio = rpf_ratio
         self.defense_decay = defense_decay
+        self.rpf_std_scale = rpf_std_scale
         if rpf_ratio:
             self.pointwise = RandomProjectionPointwiseConv2D(
                 filters, groups=groups, strides=strides, use_bias=use_bias, random_ratio=rpf_ratio,
-                weight_decay=defense_decay, name="gpc")
+                weight_decay=defense_decay, std_scale=rpf_std_scale, name="gpc")
             self.depthwise = [RandomProjectionDepthwiseConv2D(
                 k, strides=strides, use_bias=use_bias, random_ratio=rpf_ratio, weight_decay=defense_decay,
-                name=f"dwc{k}") for k in self.kernel_sizes]
+                std_scale=rpf_std_scale, name=f"dwc{k}") for k in self.kernel_sizes]
         else:
             self.pointwise = GroupedPointwiseConv2D(filters, groups=groups, strides=strides,
                                                     use_bias=use_bias, name="gpc")
@@ -70,7 +71,8 @@ class MSGDC(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
                 "groups": self.groups, "kernel_sizes": list(self.kernel_sizes), "use_bias": self.use_bias,
-                "rpf_ratio": self.rpf_ratio, "defense_decay": self.defense_decay}
+                "rpf_ratio": self.rpf_ratio, "defense_decay": self.defense_decay,
+                "rpf_std_scale": self.rpf_std_scale}
 
 
 @register
@@ -128,14 +130,14 @@ class EMILA(keras.layers.Layer):
     """EMILA (Eq. 3, notebook form): ReLU(BN(Conv1x1_s(x)) + CA(BN(Fuse(Shuffle(MSGDC_s(x))))))."""
 
     def __init__(self, filters, strides=1, rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT,
-                 defense_decay=0.0, **kwargs):
+                 defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
-        self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay = (
-            rpf_ratio, man_sigma, man_init, defense_decay)
+        self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay, self.rpf_std_scale = (
+            rpf_ratio, man_sigma, man_init, defense_decay, rpf_std_scale)
         self.msgdc = MSGDC(filters, strides=strides, rpf_ratio=rpf_ratio, defense_decay=defense_decay,
-                           name="msgdc")
+                           rpf_std_scale=rpf_std_scale, name="msgdc")
         self.shuffle = ChannelShuffle(SHUFFLE_GROUPS, name="shuffle")
         self.fuse = GroupedPointwiseConv2D(filters, groups=FUSE_GROUPS, name="fuse")
         self.fuse_bn = keras.layers.BatchNormalization(name="fuse_bn")
@@ -175,7 +177,7 @@ def _man_config(layer):
 
 def _defense_config(layer):
     """Robust-MAIL settings of a block (all zero: plain MAIL)."""
-    return {"rpf_ratio": layer.rpf_ratio, **_man_config(layer)}
+    return {"rpf_ratio": layer.rpf_ratio, "rpf_std_scale": layer.rpf_std_scale, **_man_config(layer)}
 
 
 class _Residual(keras.layers.Layer):
@@ -222,10 +224,10 @@ class ERLA(_Residual):
     """
 
     def __init__(self, filters, strides=1, projection=False, rpf_ratio=0.0, man_sigma=0.0,
-                 man_init=DEFAULT_INIT, defense_decay=0.0, **kwargs):
+                 man_init=DEFAULT_INIT, defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
         super().__init__(filters, strides, projection, shortcut_bias=True, **kwargs)
-        self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay = (
-            rpf_ratio, man_sigma, man_init, defense_decay)
+        self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay, self.rpf_std_scale = (
+            rpf_ratio, man_sigma, man_init, defense_decay, rpf_std_scale)
         defense = _defense_config(self)
         self.emila1 = EMILA(filters, strides=strides, name="emila1", **defense)
         self.bn1 = keras.layers.BatchNormalization(name="bn1")

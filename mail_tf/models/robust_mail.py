@@ -11,7 +11,7 @@ DEFAULT_DECAY = 1e-2       # rho of Eq. 17 (the RPF code's weight decay)
 
 def build_robust_mail(num_classes, input_shape=(128, 128, 3), rpf_erla=True, rpf_emcam=True, man=True,
                       rpf_ratio=DEFAULT_RPF_RATIO, man_sigma=DEFAULT_SIGMA, man_init=DEFAULT_INIT,
-                      defense_decay=DEFAULT_DECAY, name="robust_mail", **mail_settings):
+                      defense_decay=DEFAULT_DECAY, rpf_std_scale=1.0, name="robust_mail", **mail_settings):
     """Build Robust-MAIL as a functional `keras.Model` (same inputs and outputs as `build_mail`).
 
     Args:
@@ -22,6 +22,8 @@ def build_robust_mail(num_classes, input_shape=(128, 128, 3), rpf_erla=True, rpf
       man_sigma: std of MAN's Gaussian eta (notebook: 0.6); man_init: initial channel weight delta.
       defense_decay: rho, L2 on the trainable RPF kernels and the MAN weights (Eq. 17), added to
         `model.losses`.
+      rpf_std_scale: multiplies the random kernels' std 1/k (the spec's; see
+        `mail_tf.layers.random_projection`: ~0.2 matches the size trained kernels reach).
       **mail_settings: everything `build_mail` takes (backbone, width, fusion, dropout, ...).
 
     Call `mail_tf.layers.redraw_random_filters(model)` to draw new random filters (Algorithm 2's
@@ -29,11 +31,14 @@ def build_robust_mail(num_classes, input_shape=(128, 128, 3), rpf_erla=True, rpf
     """
     if not 0 < rpf_ratio <= 1:
         raise ValueError(f"rpf_ratio must be in (0, 1], got {rpf_ratio!r}")
+    if not rpf_std_scale > 0:
+        raise ValueError(f"rpf_std_scale must be positive, got {rpf_std_scale!r}")
     if man and not man_sigma > 0:
         raise ValueError(f"man_sigma must be positive, got {man_sigma!r}")
     noise = dict(man_sigma=man_sigma if man else 0.0, man_init=man_init)
-    block_settings = dict(rpf_ratio=rpf_ratio if rpf_erla else 0.0, defense_decay=defense_decay, **noise)
-    emcam_settings = dict(rpf_ratio=rpf_ratio if rpf_emcam else 0.0, defense_decay=defense_decay, **noise)
+    rpf = dict(defense_decay=defense_decay, rpf_std_scale=rpf_std_scale)
+    block_settings = dict(rpf_ratio=rpf_ratio if rpf_erla else 0.0, **rpf, **noise)
+    emcam_settings = dict(rpf_ratio=rpf_ratio if rpf_emcam else 0.0, **rpf, **noise)
     if mail_settings.get("fusion", "parallel") is None and (rpf_emcam or man):
         raise ValueError("RPF in EMCAM and MAN need EMCAM; got fusion=None")
     if not (rpf_erla or rpf_emcam or man):      # all switches off: exactly MAIL
