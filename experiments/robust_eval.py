@@ -131,28 +131,6 @@ def sanity_checks(evaluate, spec, main, protocol, log):
     return checks
 
 
-def plot_sweeps(sweeps, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(sweeps), figsize=(5.5 * len(sweeps), 4), squeeze=False)
-    for ax, (name, sweep) in zip(axes[0], sweeps.items()):
-        for protocol, points in sweep.items():
-            for task in points[0]["results"]:
-                ax.plot([p["value"] for p in points], [p["results"][task]["robust_accuracy"] for p in points],
-                        marker="o", label=f"{task} ({protocol})")
-        ax.set_xlabel("eps" if name == "eps" else "iterations")
-        ax.set_ylabel("robust accuracy")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def markdown_report(results):
     lines = [f"# Robustness of `{results['model']}` ({results['model_name']})", "",
              f"- data: {results['dataset']}, split {results['split']}, image size {results['image_size']}",
@@ -254,6 +232,8 @@ def main(argv):
         out.write_text(json.dumps(results, indent=2) + "\n")
         out.with_suffix(".md").write_text(markdown_report(results))
         if sweeps:
+            from mail_tf.attacks.report import plot_sweeps
+
             plot_sweeps(sweeps, out.with_suffix(".png"))
         log(f"written {out} and {out.with_suffix('.md')}" + (f" and {out.with_suffix('.png')}" if sweeps else ""))
 
