@@ -52,6 +52,8 @@ flags.DEFINE_integer("seed", 0, "Seed of random starts, draws and Square.")
 flags.DEFINE_integer("batch_size", 64, "Image pairs per attack batch.")
 flags.DEFINE_bool("eps_sweep", False, "Also sweep eps over 0.01 ... 0.1 with the attack (paper Fig. 6).")
 flags.DEFINE_bool("iters_sweep", False, "Also sweep the iterations over 10, 20, 50, 100 (paper Fig. 6).")
+flags.DEFINE_list("sweep_eps", [str(e) for e in EPS_SWEEP], "The eps values of --eps_sweep.")
+flags.DEFINE_list("sweep_iters", [str(k) for k in ITERS_SWEEP], "The iteration counts of --iters_sweep.")
 flags.DEFINE_bool("sanity", True, "Run the sanity checks of ROBUSTNESS_EVAL.md on a subset.")
 flags.DEFINE_integer("sanity_samples", 64, "Images per task for the sanity checks.")
 flags.DEFINE_string("json", None, "Write the results to this JSON file (and a .md report beside it).")
@@ -75,6 +77,17 @@ def load_run(run_dir, what="--model"):
                                     f"experiments.train")
     config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     return keras.saving.load_model(run / "model.keras"), config, read_manifest(run / "splits.json")
+
+
+def _numbers(flag, values, kind, valid, expected):
+    """A comma-separated flag as a list of numbers, or a one-line error naming the flag."""
+    try:
+        numbers = [kind(v) for v in values]
+    except ValueError:
+        numbers = []
+    if not numbers or not all(valid(n) for n in numbers):
+        raise ValueError(f"{flag}={','.join(values)}: expected a comma-separated list of {expected}")
+    return numbers
 
 
 def attack_label(spec):
@@ -171,6 +184,8 @@ def main(argv):
     iters = FLAGS.iters or (100 if FLAGS.attack.startswith("apgd") or FLAGS.attack == "autoattack" else 10)
     try:
         spec = AttackSpec(FLAGS.attack, FLAGS.eps, FLAGS.step, iters, FLAGS.restarts, FLAGS.queries, FLAGS.loss)
+        sweep_eps = _numbers("--sweep_eps", FLAGS.sweep_eps, float, lambda e: e >= 0, "numbers >= 0")
+        sweep_iters = _numbers("--sweep_iters", FLAGS.sweep_iters, int, lambda k: k >= 1, "integers >= 1")
         if FLAGS.eot < 1 or FLAGS.draws < 1:
             raise ValueError(f"--eot={FLAGS.eot} and --draws={FLAGS.draws} must be at least 1")
         if FLAGS.attack == "transfer" and not FLAGS.surrogate:
@@ -216,13 +231,24 @@ def main(argv):
             subset = lambda s, p: evaluate(s, p, limit=FLAGS.sanity_samples, quiet=True)
             main_subset = subset(spec, protocol)
             results["sanity"][protocol] = sanity_checks(subset, spec, main_subset, protocol, log)
+    def sweep(name, field, values):
+        """{protocol: [{value, results}]}, one progress line per point (a sweep runs for minutes)."""
+        out = {}
+        for p in protocols:
+            out[p] = []
+            for v in values:
+                start = time.time()
+                point = evaluate(dataclasses.replace(spec, **{field: v}), p, quiet=True)
+                out[p].append({"value": v, "results": point})
+                accs = ", ".join(f"{t} {r['robust_accuracy']:.3f}" for t, r in point.items())
+                log(f"{name} sweep ({p}) {v}: robust accuracy {accs} ({time.time() - start:.0f} s)")
+        return out
+
     sweeps = {}
     if FLAGS.eps_sweep:
-        sweeps["eps"] = {p: [{"value": e, "results": evaluate(dataclasses.replace(spec, eps=e), p, quiet=True)}
-                             for e in EPS_SWEEP] for p in protocols}
+        sweeps["eps"] = sweep("eps", "eps", sweep_eps)
     if FLAGS.iters_sweep:
-        sweeps["iterations"] = {p: [{"value": k, "results": evaluate(dataclasses.replace(spec, iters=k), p, quiet=True)}
-                                    for k in ITERS_SWEEP] for p in protocols}
+        sweeps["iterations"] = sweep("iterations", "iters", sweep_iters)
     if sweeps:
         results["sweeps"] = sweeps
     print(format_table(results["protocols"]))

@@ -48,6 +48,21 @@ def test_adversarial_run_then_robust_eval_cli(tmp_path):
         assert c["passed"] or f"WARNING: sanity check failed: {c['check']}" in proc.stdout
     assert report.with_suffix(".md").read_text().startswith("# Robustness of")
 
+    sweep = tmp_path / "sweep.json"
+    proc = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--model", str(run), "--attack", "pgd",
+                           "--iters", "2", "--num_samples", "16", "--protocol", "paper", "--nosanity", "--eps_sweep",
+                           "--sweep_eps", "0,0.5", "--json", str(sweep)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    points = json.loads(sweep.read_text())["sweeps"]["eps"]["paper"]
+    assert [p["value"] for p in points] == [0.0, 0.5]
+    for task, r in points[0]["results"].items():      # eps 0 changes nothing; eps 0.5 can only hurt
+        assert r["robust_accuracy"] == r["clean_accuracy"]
+        assert points[1]["results"][task]["robust_accuracy"] <= r["robust_accuracy"]
+    assert "eps sweep (paper) 0.5: robust accuracy" in proc.stdout and sweep.with_suffix(".png").exists()
+    bad = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--model", str(run), "--eps_sweep",
+                          "--sweep_eps", "0.01,big"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--sweep_eps=0.01,big: expected" in bad.stderr
+
     bad = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--model", str(tmp_path / "nothing")],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "model.keras is missing" in bad.stderr and "Traceback" not in bad.stderr
