@@ -231,6 +231,7 @@ def main(argv):
             subset = lambda s, p: evaluate(s, p, limit=FLAGS.sanity_samples, quiet=True)
             main_subset = subset(spec, protocol)
             results["sanity"][protocol] = sanity_checks(subset, spec, main_subset, protocol, log)
+
     def sweep(name, field, values):
         """{protocol: [{value, results}]}, one progress line per point (a sweep runs for minutes)."""
         out = {}

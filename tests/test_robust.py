@@ -55,10 +55,8 @@ def test_rpf_std_scale_reaches_every_random_kernel_and_survives_a_roundtrip(tmp_
     layers = L.random_projection.random_projection_layers(scaled)
     assert len(layers) == len(L.random_projection.random_projection_layers(plain)) > 0
     for layer in layers:                    # ERLA's and EMSCA's MSGDCs alike
-        k = layer.kernel_size if hasattr(layer, "kernel_size") else 1
-        assert layer.random_std == pytest.approx(0.2 / k)
-    pooled = np.concatenate([l.random_kernel.numpy().ravel() * (getattr(l, "kernel_size", 1))
-                             for l in layers])
+        assert layer.random_std == pytest.approx(0.2 / getattr(layer, "kernel_size", 1))
+    pooled = np.concatenate([l.random_kernel.numpy().ravel() * getattr(l, "kernel_size", 1) for l in layers])
     assert abs(pooled.std() - 0.2) < 0.02
     scaled.save(tmp_path / "scaled.keras")
     loaded = keras.saving.load_model(tmp_path / "scaled.keras")
