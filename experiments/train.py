@@ -56,6 +56,9 @@ flags.DEFINE_bool("paper_augment", True, "The paper's 4x augmented training set 
 flags.DEFINE_bool("random_augment", False, "Random rotation/translation on the fly (medmnist: on).")
 flags.DEFINE_bool("shuffle_pairs", False, "Draw new cross-modality partners every epoch instead of one "
                   "fixed pairing.")
+flags.DEFINE_float("ema_decay", 0.0, "Per-step decay of an exponential moving average of the weights (and BN "
+                   "statistics) that is validated, kept and exported instead of the raw weights, e.g. 0.995; "
+                   "0: off (the default).")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"], "Mixed precision (GPU).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (GPU; slower on CPU).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
@@ -68,7 +71,7 @@ flags.DEFINE_bool("overwrite", False, "Replace the run in --output_dir.")
 
 CONFIG_FLAGS = ("model", "width", "epochs", "image_size", "batch_size", "seed", "optimizer", "learning_rate",
                 "momentum", "weight_decay", "l2", "loss_weights", "lr_schedule", "lr_factor", "lr_patience", "min_lr",
-                "early_stopping_patience", "bn_momentum", "paper_augment", "random_augment", "shuffle_pairs", "precision", "jit_compile",
+                "early_stopping_patience", "bn_momentum", "paper_augment", "random_augment", "shuffle_pairs", "ema_decay", "precision", "jit_compile",
                 "strategy", "data_dir", "manifest", "skip_bad_images", "adversarial", "adv_method", "adv_eps",
                 "adv_step", "adv_iters", "adv_clean_weight")
 

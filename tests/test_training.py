@@ -34,7 +34,7 @@ def train_cli(*args, check=True, **kwargs):
 def checkpoint_arrays(run):
     with np.load(run / "checkpoint.npz") as d:
         state = json.loads(str(d["state"]))
-        return state, {k: d[k] for k in d.files if k.startswith(("model/", "optimizer/"))}
+        return state, {k: d[k] for k in d.files if k.startswith(("model/", "optimizer/", "average/"))}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,9 @@ def test_run_directory_and_reports(full_run):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and len(metrics["history"]) == 3
     assert 1 <= metrics["best_epoch"] <= 3
+    # The kept weights are the validated ones (with --ema_decay: the average, not the last step's).
+    best = metrics["history"][metrics["best_epoch"] - 1]
+    assert metrics["val"]["loss"] == pytest.approx(best["val_loss"], rel=1e-5)
     for split, sizes in (("val", {"breastmnist": 78, "pneumoniamnist": 524}),
                          ("test", {"breastmnist": 156, "pneumoniamnist": 624})):
         for task, n in sizes.items():
@@ -244,6 +247,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import mail_tf
 from mail_tf.training import make_train_step
+from mail_tf.training.averaging import WeightAverage
 from mail_tf.training.trainer import configure_batch_norm
 
 keras.utils.set_random_seed(0)
@@ -259,16 +263,22 @@ def one_step(strategy):
         model.set_weights(initial)
         configure_batch_norm(model, synchronized=strategy.num_replicas_in_sync > 1)
         opt = keras.optimizers.SGD(0.1)
-    step = make_train_step(model, opt, strategy=strategy)
+        average = WeightAverage(model, 0.99)
+    step = make_train_step(model, opt, strategy=strategy, average=average)
     images, labels = next(iter(strategy.experimental_distribute_dataset(ds)))
+    before = [v.numpy() for v in average.targets]
     loss = float(step(images, labels))
-    return loss, [v.numpy() for v in model.weights]
+    # After the first step the average's decay is min(0.99, 2/11).
+    expected = [2 / 11 * b + 9 / 11 * v.numpy() for b, v in zip(before, average.targets)]
+    error = max(float(np.abs(a.numpy() - e).max()) for a, e in zip(average.variables, expected))
+    assert error < 1e-5, error
+    return loss, [v.numpy() for v in model.weights], [v.numpy() for v in average.variables]
 
 initial = mail_tf.build_model("mail_rn18", tasks, (32, 32, 3), width=0.25, dropout=0.0).get_weights()
 mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 assert mirrored.num_replicas_in_sync == 2
-l1, w1 = one_step(tf.distribute.get_strategy())
-l2, w2 = one_step(mirrored)
+l1, w1, a1 = one_step(tf.distribute.get_strategy())
+l2, w2, a2 = one_step(mirrored)
 changed = max(float(np.abs(a - b).max()) for a, b in zip(w1, initial))
 # Differences relative to the largest update (SGD 0.1 moves some kernels by ~3): float32 round-off
 # gives 2e-4 to 2e-3 depending on the CPU's kernels (2.0e-3 on an AMX/AVX-512 host, largest in
@@ -280,6 +290,9 @@ assert changed > 1e-3, changed
 # Synchronised BN takes E[x^2] - E[x]^2 over replicas: float32 round-off, not a bug.
 assert abs(l1 - l2) < 1e-4 * max(1.0, abs(l1)), (l1, l2)
 assert worst < 1e-2, worst
+# The weight average follows the synchronised weights on both.
+moved = max(float(np.abs(a - b).max()) for a, b in zip(a1, a2)) / changed
+assert moved < 1e-2, moved
 """
 
 

@@ -11,15 +11,19 @@ from pathlib import Path
 import numpy as np
 
 
-def _variables(model, optimizer):
-    return {"model": list(model.variables), "optimizer": list(optimizer.variables) if optimizer else []}
+def _variables(model, optimizer, average=None):
+    groups = {"model": list(model.variables), "optimizer": list(optimizer.variables) if optimizer else []}
+    if average is not None:
+        groups["average"] = list(average.variables)
+    return groups
 
 
-def save(path, model, optimizer, state):
-    """Write every model and optimiser variable and the JSON-able `state` dict to `path`."""
+def save(path, model, optimizer, state, average=None):
+    """Write every model and optimiser variable (and the weight average's, if given) and the
+    JSON-able `state` dict to `path`."""
     path = Path(path)
     arrays = {"state": np.array(json.dumps(state))}
-    for group, variables in _variables(model, optimizer).items():
+    for group, variables in _variables(model, optimizer, average).items():
         arrays[f"{group}_paths"] = np.array([v.path for v in variables])
         for i, v in enumerate(variables):
             arrays[f"{group}/{i}"] = np.asarray(v.numpy())
@@ -31,10 +35,13 @@ def save(path, model, optimizer, state):
     os.replace(tmp, path)
 
 
-def load(path, model, optimizer):
+def load(path, model, optimizer, average=None):
     """Restore the variables saved by `save` (optimiser must be built) and return the state dict."""
     with np.load(path, allow_pickle=False) as data:
-        for group, variables in _variables(model, optimizer).items():
+        for group, variables in _variables(model, optimizer, average).items():
+            if f"{group}_paths" not in data:
+                raise ValueError(f"checkpoint {path} holds no {group} variables; it was written by a "
+                                 f"different configuration")
             paths = list(data[f"{group}_paths"])
             if len(paths) != len(variables):
                 raise ValueError(f"checkpoint {path}: {len(paths)} {group} variables saved, the current "

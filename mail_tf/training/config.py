@@ -51,6 +51,7 @@ class TrainConfig:
     paper_augment: bool = True
     random_augment: bool = False
     shuffle_pairs: bool = False      # new partners every epoch (default: one pairing, as the notebooks)
+    ema_decay: float = 0.0               # > 0: validate, keep and export an EMA of the weights (per step)
     precision: str = "float32"
     jit_compile: bool = False
     strategy: str = "default"
@@ -85,7 +86,8 @@ class TrainConfig:
                    "0 without adversarial training (--adversarial)"),
                   (self.model_options is None or isinstance(self.model_options, dict), "model_options",
                    "a dict of builder arguments"),
-                  (self.bn_momentum is None or 0 <= self.bn_momentum < 1, "bn_momentum", "in [0, 1)")]
+                  (self.bn_momentum is None or 0 <= self.bn_momentum < 1, "bn_momentum", "in [0, 1)"),
+                  (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1) (0: off)")]
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected {expected}")

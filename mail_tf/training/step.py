@@ -14,7 +14,7 @@ SUM = tf.distribute.ReduceOp.SUM
 
 
 def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, strategy=None, penalty=None,
-                    adversarial=None, clean_weight=0.0, seed=0):
+                    adversarial=None, clean_weight=0.0, seed=0, average=None):
     """A `tf.function` (images, labels) -> loss that takes one optimiser step on the TMTL loss.
 
     images/labels are a batch as the data pipeline yields it, or its distributed version under
@@ -27,6 +27,8 @@ def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, stra
     a new draw before crafting ([A]) and another before the update ([I]); without an attack, one
     new draw per batch. The random start is seeded by (seed, optimiser step, replica), so a resumed
     run repeats it exactly.
+
+    average: a `WeightAverage` updated after every optimiser step.
     """
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
@@ -67,7 +69,10 @@ def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, stra
             train_images = strategy.run(replica_craft, args=(images, labels))
             if randomized:
                 redraw_random_filters(model)              # [I]
-        return strategy.reduce(SUM, strategy.run(replica_step, args=(train_images, labels, images)), axis=None)
+        loss = strategy.reduce(SUM, strategy.run(replica_step, args=(train_images, labels, images)), axis=None)
+        if average is not None:
+            average.update(optimizer.iterations)
+        return loss
 
     return train_step
 

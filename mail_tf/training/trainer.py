@@ -4,13 +4,15 @@ A run directory holds everything of one run:
   config.json         the TrainConfig (compared on resume)
   splits.json         every item's split, reused on resume
   checkpoint.npz      model + optimiser + loop state after the last finished epoch
-  best.weights.h5     weights of the epoch with the lowest validation loss
+  best.weights.h5     weights of the epoch with the lowest validation loss (with --ema_decay: the
+                      weight average's, which is what is validated)
   model.keras         the best model, loadable with keras.saving.load_model (after `import mail_tf`)
   export/             SavedModel serving uint8 images of any size -> per-task probabilities
   metrics.json        per-epoch history; validation and test metrics of the best model
   curves.png          training curves;  tensorboard/  the same scalars for TensorBoard
 """
 
+import contextlib
 import dataclasses
 import inspect
 import math
@@ -28,6 +30,7 @@ from mail_tf import data as mdata
 from mail_tf.models.mail import MIN_IMAGE_SIZE
 from mail_tf.models.registry import PRESETS, build_model
 from mail_tf.training import checkpoint
+from mail_tf.training.averaging import WeightAverage
 from mail_tf.training.config import TrainConfig
 from mail_tf.training.metrics import classification_metrics, cross_entropy
 from mail_tf.training.report import plot_history
@@ -201,15 +204,17 @@ class Trainer:
             configure_batch_norm(self.model, self.strategy.num_replicas_in_sync > 1, config.bn_momentum)
             self.optimizer = make_optimizer(config)
             self.optimizer.build(self.model.trainable_variables)
+            self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         penalty = l2_penalty(self.model, config.l2) if config.l2 else None
         self.train_step = make_train_step(self.model, self.optimizer, self.loss_weights, config.jit_compile,
                                           self.strategy, penalty, adversarial=config.attack(),
-                                          clean_weight=config.adv_clean_weight, seed=config.seed)
+                                          clean_weight=config.adv_clean_weight, seed=config.seed,
+                                          average=self.average)
         self.predict = make_distributed_predict_fn(self.model, self.strategy)
 
         self.state = LoopState(learning_rate=config.learning_rate)
         if resume and (self.out / "checkpoint.npz").exists():
-            saved = checkpoint.load(self.out / "checkpoint.npz", self.model, self.optimizer)
+            saved = checkpoint.load(self.out / "checkpoint.npz", self.model, self.optimizer, self.average)
             self.state = LoopState(**saved)
             self.log(f"resumed from {self.out / 'checkpoint.npz'} after epoch {self.state.epoch}")
         self._set_learning_rate(self.state.learning_rate)
@@ -263,9 +268,12 @@ class Trainer:
                 total, seen = total + loss, seen + 1
                 bar.update(i + 1, [("loss", loss)])
             train_time = time.time() - start
-            val_loss, val = self.evaluate("val")
-            state.epoch = epoch
-            improved = state.update_schedule(val_loss, config)
+            with self._validated_weights():
+                val_loss, val = self.evaluate("val")
+                state.epoch = epoch
+                improved = state.update_schedule(val_loss, config)
+                if improved:
+                    self.model.save_weights(self.out / "best.weights.h5")
             record = {"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss,
                       "learning_rate": float(self.optimizer.learning_rate), "train_seconds": train_time,
                       "val": {t: _summary(v) for t, v in val.items()}}
@@ -283,14 +291,17 @@ class Trainer:
                         if v[name] is not None:
                             tf.summary.scalar(f"val_{name}/{t}", v[name])
             writer.flush()
-            if improved:
-                self.model.save_weights(self.out / "best.weights.h5")
-            checkpoint.save(self.out / "checkpoint.npz", self.model, self.optimizer, dataclasses.asdict(state))
+            checkpoint.save(self.out / "checkpoint.npz", self.model, self.optimizer, dataclasses.asdict(state),
+                            self.average)
             plot_history(state.history, self.tasks, self.out / "curves.png")
         if state.stopped_early:
             self.log(f"early stopping after epoch {state.epoch}: no better validation loss since epoch "
                      f"{state.best_epoch}")
         return state
+
+    def _validated_weights(self):
+        """The weights an epoch is judged and kept by: the average's with --ema_decay, else the model's."""
+        return self.average.applied() if self.average is not None else contextlib.nullcontext()
 
 
 def _summary(metrics):
