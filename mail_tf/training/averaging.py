@@ -29,6 +29,7 @@ class WeightAverage:
             raise ValueError(f"ema_decay={decay!r}: expected a number in (0, 1)")
         self.decay = decay
         self.targets = averaged_variables(model)
+        # A numpy copy: initialised from `v.value`, the shadow aliased the model's own variable.
         self.variables = [keras.Variable(v.numpy(), trainable=False, name="average_" + v.path.replace("/", "_"))
                           for v in self.targets]
 
