@@ -17,6 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from experiments.cli import number_list  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["mail_rn18", "mail_rn50", "resnet18_pair"], "Model presets to benchmark.")
 flags.DEFINE_integer("image_size", 128, "Square image size of every modality.")
@@ -129,9 +131,9 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"--models: unknown {unknown}; choose from {', '.join(sorted(PRESETS))}")
     try:
-        num_classes = [int(n) for n in FLAGS.num_classes]
-    except ValueError:
-        raise app.UsageError(f"--num_classes must be integers, got {FLAGS.num_classes}") from None
+        num_classes = number_list("--num_classes", FLAGS.num_classes, int, lambda n: n >= 2, "integers >= 2")
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     results = []
     for i, name in enumerate(FLAGS.models, start=1):
         print(f"[{i}/{len(FLAGS.models)}] {name}: building and timing ...", file=sys.stderr, flush=True)

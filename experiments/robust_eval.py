@@ -25,6 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from experiments.cli import number_list  # noqa: E402
+
 ATTACK_NAMES = ["fgsm", "bim", "pgd", "mim", "apgd-ce", "apgd-dlr", "square", "autoattack", "transfer"]
 EPS_SWEEP = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1]
 ITERS_SWEEP = [10, 20, 50, 100]
@@ -77,17 +79,6 @@ def load_run(run_dir, what="--model"):
                                     f"experiments.train")
     config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     return keras.saving.load_model(run / "model.keras"), config, read_manifest(run / "splits.json")
-
-
-def _numbers(flag, values, kind, valid, expected):
-    """A comma-separated flag as a list of numbers, or a one-line error naming the flag."""
-    try:
-        numbers = [kind(v) for v in values]
-    except ValueError:
-        numbers = []
-    if not numbers or not all(valid(n) for n in numbers):
-        raise ValueError(f"{flag}={','.join(values)}: expected a comma-separated list of {expected}")
-    return numbers
 
 
 def attack_label(spec):
@@ -184,8 +175,8 @@ def main(argv):
     iters = FLAGS.iters or (100 if FLAGS.attack.startswith("apgd") or FLAGS.attack == "autoattack" else 10)
     try:
         spec = AttackSpec(FLAGS.attack, FLAGS.eps, FLAGS.step, iters, FLAGS.restarts, FLAGS.queries, FLAGS.loss)
-        sweep_eps = _numbers("--sweep_eps", FLAGS.sweep_eps, float, lambda e: e >= 0, "numbers >= 0")
-        sweep_iters = _numbers("--sweep_iters", FLAGS.sweep_iters, int, lambda k: k >= 1, "integers >= 1")
+        sweep_eps = number_list("--sweep_eps", FLAGS.sweep_eps, float, lambda e: e >= 0, "numbers >= 0")
+        sweep_iters = number_list("--sweep_iters", FLAGS.sweep_iters, int, lambda k: k >= 1, "integers >= 1")
         if FLAGS.eot < 1 or FLAGS.draws < 1:
             raise ValueError(f"--eot={FLAGS.eot} and --draws={FLAGS.draws} must be at least 1")
         if FLAGS.attack == "transfer" and not FLAGS.surrogate:

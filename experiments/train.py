@@ -19,6 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from experiments.cli import number_list  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "medmnist", "Named experiment or KIND[:OPTION]=ROOT,... spec.")
 flags.DEFINE_string("model", "mail_rn18", "Model preset (mail = mail_rn18, mail_rn50, robust_mail, resnet18_pair, "
@@ -109,10 +111,8 @@ def config_from_flags():
     if FLAGS["model_option"].present:
         given["model_options"] = parse_model_options(FLAGS.model_option)
     if "loss_weights" in given:
-        try:
-            given["loss_weights"] = [float(w) for w in given["loss_weights"]]
-        except ValueError:
-            raise ValueError(f"--loss_weights={','.join(FLAGS.loss_weights)}: expected numbers") from None
+        given["loss_weights"] = number_list("--loss_weights", given["loss_weights"], float, lambda w: w >= 0,
+                                            "numbers >= 0")
     if FLAGS.resume and FLAGS.output_dir:
         # Resuming takes the run's own settings; the flags given must agree with them (checked later).
         saved = Path(FLAGS.output_dir) / "config.json"

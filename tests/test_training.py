@@ -181,6 +181,7 @@ def test_predict_cli_on_real_files_of_different_sizes(full_run):
     (["--dataset", "nope"], "error: unknown experiment 'nope'"),
     (["--dataset", "ham10000=/nonexistent/ham"], "/nonexistent/ham"),
     (["--image_size", "16"], "error: image_size=16 is too small"),
+    (["--loss_weights", "0.5,heavy"], "error: --loss_weights=0.5,heavy: expected a comma-separated list"),
 ])
 def test_bad_settings_are_one_clear_line(args, message, tmp_path):
     proc = train_cli(*args, "--output_dir", str(tmp_path / "run"), check=False)
