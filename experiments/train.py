@@ -35,8 +35,8 @@ flags.DEFINE_float("adv_step", None, "Step of the training attack (default adv_e
 flags.DEFINE_integer("adv_iters", 10, "Iterations of the training attack (k of Algorithm 2).")
 flags.DEFINE_float("adv_clean_weight", 0.0, "w in [0, 1): train on (1 - w) * L(X*) + w * L(X), the adversarial and "
                    "clean losses mixed; 0 (Algorithm 2) trains on the adversarial batch only.")
-flags.DEFINE_integer("epochs", 100, "Maximum epochs (medmnist: 14).")
-flags.DEFINE_integer("image_size", 128, "Square input size (medmnist: 64).")
+flags.DEFINE_integer("epochs", 100, "Maximum epochs (medmnist: 20).")
+flags.DEFINE_integer("image_size", 128, "Square input size (medmnist: 48).")
 flags.DEFINE_integer("batch_size", 32, "Image pairs per step (medmnist: 64).")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, splits, pairing, shuffling and augmentation.")
 flags.DEFINE_enum("optimizer", "adam", ["adam", "adamw", "sgd"], "adam: the notebook's; sgd: the paper's.")

@@ -213,7 +213,7 @@ def test_experiment_defaults_and_flag_overrides():
     from mail_tf.training import TrainConfig
 
     c = TrainConfig.for_experiment("medmnist", epochs=5)
-    assert (c.image_size, c.epochs, c.learning_rate, c.paper_augment) == (64, 5, 1e-3, False)
+    assert (c.image_size, c.epochs, c.learning_rate, c.paper_augment) == (48, 5, 1e-3, False)
     general = TrainConfig.for_experiment("sipakmed", optimizer="sgd")
     assert (general.image_size, general.learning_rate, general.paper_augment) == (128, 1e-3, True)
     with pytest.raises(ValueError, match="optimizer='rmsprop': expected one of"):
