@@ -235,7 +235,9 @@ def test_apgd_dlr_raises_its_loss_on_a_network(small_mail):
     adv = apgd(objective, x, EPS, iters=8, seed=(2, 3))
     before = objective([tf.constant(v) for v in x]).numpy()
     after = objective(adv).numpy()
-    assert (after >= before - 1e-6).all() and after.mean() > before.mean()
+    # APGD starts from a random point of the ball and keeps its best iterate, so the clean point's
+    # own loss is not a floor for every sample.
+    assert (after >= before - 1e-6).mean() >= 0.75 and after.mean() > before.mean() + 1.0
     for xi, ai in zip(x, adv):
         assert np.abs(ai.numpy() - xi).max() <= EPS + 1e-6 and 0 <= ai.numpy().min() and ai.numpy().max() <= 1
 

@@ -54,16 +54,54 @@ def test_msgdc_concatenates_gpc_and_depthwise_branches():
     assert y.shape == (1, 6, 6, 32 + 2 * 16)
 
 
-def test_channel_attention_matches_the_equation():
-    layer = L.ChannelAttention(reduction=4)
+@pytest.mark.parametrize("pools", ["paper", "notebook"])
+def test_channel_attention_matches_the_equation(pools):
+    layer = L.ChannelAttention(reduction=4, pools=pools)
     y = np.random.default_rng(0).normal(size=(2, 5, 5, 16)).astype(np.float32)
+    layer(y)
+    layer.theta.assign(0.7)
     out = layer(y).numpy()
     w1, b1, w2, b2, theta = [v.numpy() for v in (layer.squeeze.kernel, layer.squeeze.bias,
                                                  layer.excite.kernel, layer.excite.bias, layer.theta)]
-    gmn, gap, gmp, gsp = y.min((1, 2)), y.mean((1, 2)), y.max((1, 2)), y.sum((1, 2))
+    gmn, gap, gmp = y.min((1, 2)), y.mean((1, 2)), y.max((1, 2))
+    gsp = y.sum((1, 2)) if pools == "notebook" else 0   # the notebook's fourth pool; Eq. 4 has three
     z = (gmn + gap + gmp + gsp) + (gmp - gap - gmn)
     a = 1 / (1 + np.exp(-(np.maximum(z @ w1 + b1, 0) @ w2 + b2) * theta))
     np.testing.assert_allclose(out, y * a[:, None, None, :], rtol=1e-4, atol=1e-5)
+
+
+def test_attention_init_neutral_starts_every_gate_at_one_half_and_emcam_as_identity():
+    y = np.random.default_rng(0).normal(size=(2, 5, 5, 16)).astype(np.float32)
+    np.testing.assert_allclose(L.ChannelAttention(attention_init="neutral")(y).numpy(), 0.5 * y, rtol=1e-6)
+    assert float(L.ChannelAttention()(y).numpy().std()) != pytest.approx(0.5 * y.std())
+    xs = [tf.random.stateless_normal((2, 4, 4, 16), seed=(i, 5)) for i in range(2)]
+    for cls in (L.MFIFA, L.EMSCA):
+        np.testing.assert_array_equal(cls(2, attention_init="neutral")(xs).numpy(), 0.5)
+        assert np.std(cls(2)(xs).numpy()) > 0.01
+    for fusion in L.FUSIONS:
+        for x, out in zip(xs, L.EMCAM(2, fusion=fusion, attention_init="neutral")(xs)):
+            np.testing.assert_allclose(out.numpy(), x.numpy(), rtol=1e-6, atol=1e-6, err_msg=fusion)
+        paper = L.EMCAM(2, fusion=fusion)(xs)
+        assert not np.allclose(paper[0].numpy(), xs[0].numpy()), fusion
+    with pytest.raises(ValueError, match="attention_init must be one of"):
+        L.EMCAM(2, attention_init="zero")
+    with pytest.raises(ValueError, match="pools must be one of"):
+        L.ChannelAttention(pools="sum")
+
+
+def test_depthwise_kernels_start_with_std_one_over_k():
+    """Keras's glorot counts C_in into a depth-wise filter's fan-in; "fan_in" uses k*k."""
+    for cls in (lambda **kw: L.MSGDC(64, **kw), lambda **kw: L.MSGDC(64, rpf_ratio=0.25, **kw)):
+        layer = cls()
+        layer.build((None, 8, 8, 128))
+        for dw, k in zip(layer.depthwise, (3, 5)):
+            kernel = dw.kernel.numpy()
+            assert abs(kernel.std() * k - 1) < 0.1, (k, kernel.std())
+        keras_form = cls(depthwise_init="keras")
+        keras_form.build((None, 8, 8, 128))
+        assert keras_form.depthwise[0].get_weights()[0].std() * 3 < 0.2
+    with pytest.raises(ValueError, match="depthwise_init must be one of"):
+        L.MSGDC(64, depthwise_init="he")
 
 
 def test_mfifa_matches_the_equations():
@@ -89,7 +127,7 @@ def test_mfifa_matches_the_equations():
 
 def test_emsca_is_symmetric_across_modalities():
     """With equal theta_i the symmetric pairing S(x_i) + S(x_{m-i+1}) makes A_s order-free."""
-    layer = L.EMSCA(2)
+    layer = L.EMSCA(2, attention_init="paper")
     xs = [tf.random.stateless_normal((2, 6, 6, 16), seed=(i, 3)) for i in range(2)]
     a = layer(xs)
     assert a.shape == (2, 1, 1, 16)
@@ -97,7 +135,7 @@ def test_emsca_is_symmetric_across_modalities():
 
 
 def test_emcam_recalibrates_every_modality_with_one_map():
-    layer = L.EMCAM(2)
+    layer = L.EMCAM(2, attention_init="paper")
     xs = [tf.random.stateless_uniform((2, 4, 4, 16), seed=(i, 5), minval=0.5, maxval=1.0) for i in range(2)]
     ys = layer(xs)
     ratios = [(y / x).numpy() for x, y in zip(xs, ys)]
@@ -110,7 +148,7 @@ def test_emcam_fusion_modes_differ_and_own_only_their_weights():
     counts, outs = {}, {}
     for fusion in L.FUSIONS:
         keras.utils.set_random_seed(0)
-        layer = L.EMCAM(2, fusion=fusion)
+        layer = L.EMCAM(2, fusion=fusion, attention_init="paper")
         outs[fusion] = layer(xs)[0].numpy()
         counts[fusion] = layer.count_params()
     assert counts["parallel"] == counts["cascaded"] > counts["mfifa"] and counts["parallel"] > counts["emsca"]

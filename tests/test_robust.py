@@ -105,7 +105,9 @@ def test_rpf_depthwise_equals_a_depthwise_conv_with_the_assembled_kernel():
 
 
 def test_gradients_reach_delta_and_the_trainable_filters_but_not_the_random_ones():
-    model = mail_tf.build_robust_mail(TASKS, (32, 32, 3), width=0.25)
+    # zero_init_residual=False: a zero last-BN scale stops the gradient into every ERLA branch until
+    # the first update moves it; the wiring is what is checked here.
+    model = mail_tf.build_robust_mail(TASKS, (32, 32, 3), width=0.25, zero_init_residual=False)
     x = images(batch=2)
     with tf.GradientTape() as tape:
         out = model(x, training=True)

@@ -2,12 +2,14 @@
 MLIFA) and the RRA block. Every attention output is a channel vector broadcast over H and W.
 
 The reference's 1x1 convolutions (sigmoid activation) are Dense layers on the channel axis here:
-the same weights and arithmetic, and a plain matmul on CPU.
+the same weights and arithmetic, and a plain matmul on CPU. Their sigmoids go through
+`sigmoid_gate`, so diagnostics can see every gate.
 """
 
 import keras
 import tensorflow as tf
 
+from mail_tf.layers.gates import sigmoid_gate
 from mail_tf.layers.serialization import register
 
 
@@ -27,7 +29,12 @@ def _check_rank4(layer, shape):
 
 
 def _pointwise(units, name):
-    return keras.layers.Dense(units, activation="sigmoid", name=name)
+    """A 1x1 convolution on channels; its sigmoid is applied by `_gate`."""
+    return keras.layers.Dense(units, name=name)
+
+
+def _gate(layer, dense, x):
+    return sigmoid_gate(layer, dense(x), dense.name)
 
 
 @register
@@ -53,15 +60,15 @@ class MFA(keras.layers.Layer):
 
     def call(self, x):
         a, b, c, d, e, f = self.convs
-        g1 = a(x)
-        g2 = b(g1)
-        g3 = c(g1 + g2)
-        g4 = d(g3)
-        a_h = self.fuse(tf.concat([_gap(g1) + _gmp(g2), _gap(g3) + _gmp(g4)], axis=-1))
-        l1 = _gap(e(x))
-        a_c = l1 + f(l1)
+        g1 = _gate(self, a, x)
+        g2 = _gate(self, b, g1)
+        g3 = _gate(self, c, g1 + g2)
+        g4 = _gate(self, d, g3)
+        a_h = _gate(self, self.fuse, tf.concat([_gap(g1) + _gmp(g2), _gap(g3) + _gmp(g4)], axis=-1))
+        l1 = _gap(_gate(self, e, x))
+        a_c = l1 + _gate(self, f, l1)
         dtype = x.dtype
-        attention = tf.sigmoid(tf.cast(self.gamma, dtype) * a_h + tf.cast(self.lam, dtype) * a_c)
+        attention = sigmoid_gate(self, tf.cast(self.gamma, dtype) * a_h + tf.cast(self.lam, dtype) * a_c)
         return x * (attention * tf.cast(self.alpha, dtype))[:, None, None, :]
 
     def compute_output_shape(self, input_shape):
@@ -103,13 +110,13 @@ class MIFA(keras.layers.Layer):
     def call(self, xs):
         pooled = [sum(pool(x, axis=(1, 2)) for x in xs)
                   for pool in (tf.reduce_min, tf.reduce_mean, tf.reduce_max)]
-        a_g = sum(self.dense(p) for p in pooled)
+        a_g = sum(_gate(self, self.dense, p) for p in pooled)
         a_l = 0.0
         for conv, x in zip(self.convs, xs):
-            m = conv(x)
+            m = _gate(self, conv, x)
             a_l += tf.reduce_min(m, axis=(1, 2)) + tf.reduce_mean(m, axis=(1, 2)) + tf.reduce_max(m, axis=(1, 2))
         dtype = xs[0].dtype
-        attention = tf.sigmoid(tf.cast(self.gamma, dtype) * a_g + tf.cast(self.lam, dtype) * a_l)
+        attention = sigmoid_gate(self, tf.cast(self.gamma, dtype) * a_g + tf.cast(self.lam, dtype) * a_l)
         return [x * (attention * tf.cast(alpha, dtype))[:, None, None, :] for x, alpha in zip(xs, self.alphas)]
 
     def compute_output_shape(self, input_shape):

@@ -5,6 +5,7 @@ import keras
 import tensorflow as tf
 
 from mail_tf.layers.dct import channel_dct
+from mail_tf.layers.gates import ATTENTION_INITS, check_choice, sigmoid_gate
 from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
 from mail_tf.layers.residual import GPC_GROUPS, MSGDC
 from mail_tf.layers.serialization import register
@@ -37,26 +38,32 @@ class MFIFA(keras.layers.Layer):
     through one shared Dense(C, sigmoid) f (notebook); then, as in the paper:
     low = f(GMN) + f(GAP); high = (D - f(GMN)) + (D - f(GAP)) + f(GMP); mean = high - low;
     A_f = sigmoid(sum_i alpha_i*low_i + phi_i*high_i + gamma_i*mean_i).
+    attention_init="paper" (default) starts alpha, phi, gamma at 1, where A_f's pre-activation is
+    ~4x the DCT coefficients and about half its entries start saturated; "neutral" starts them at 0
+    (A_f = 0.5 everywhere, the sigmoid's full slope). docs/TRAINABILITY.md compares the two.
     """
 
-    def __init__(self, modalities=2, **kwargs):
+    def __init__(self, modalities=2, attention_init="paper", **kwargs):
         super().__init__(**kwargs)
         self.modalities = modalities
+        self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
 
     def build(self, input_shape):
         _, _, _, c = _check_modalities(self, input_shape, self.modalities)
-        self.descriptor = keras.layers.Dense(c, activation="sigmoid", name="descriptor")
+        self.descriptor = keras.layers.Dense(c, name="descriptor")   # f of Eqs. 6-7, a sigmoid gate
         self.descriptor.build((None, c))
         m = self.modalities
-        self.alpha = self.add_weight(name="alpha", shape=(m,), initializer="ones")
-        self.phi = self.add_weight(name="phi", shape=(m,), initializer="ones")
-        self.gamma = self.add_weight(name="gamma", shape=(m,), initializer="ones")
+        start = "zeros" if self.attention_init == "neutral" else "ones"
+        self.alpha = self.add_weight(name="alpha", shape=(m,), initializer=start)
+        self.phi = self.add_weight(name="phi", shape=(m,), initializer=start)
+        self.gamma = self.add_weight(name="gamma", shape=(m,), initializer=start)
 
     def pre_activation(self, xs):
         total = 0.0
         for i, x in enumerate(xs):
             d = channel_dct(x)
-            f_min, f_avg, f_max = (self.descriptor(p)[:, None, None, :] for p in _global_pools(d))
+            f_min, f_avg, f_max = (sigmoid_gate(self, self.descriptor(p), "descriptor")[:, None, None, :]
+                                   for p in _global_pools(d))
             low = f_min + f_avg
             high = (d - f_min) + (d - f_avg) + f_max
             mean = high - low
@@ -65,7 +72,7 @@ class MFIFA(keras.layers.Layer):
         return total
 
     def call(self, xs):
-        return tf.sigmoid(self.pre_activation(xs))
+        return sigmoid_gate(self, self.pre_activation(xs), "A_f")
 
     def flops(self, input_shapes):
         """The channel DCT is a (C, C) matmul per pixel and modality (`mail_tf.flops`)."""
@@ -75,7 +82,7 @@ class MFIFA(keras.layers.Layer):
         return tuple(input_shape[0])
 
     def get_config(self):
-        return {**super().get_config(), "modalities": self.modalities}
+        return {**super().get_config(), "modalities": self.modalities, "attention_init": self.attention_init}
 
 
 @register
@@ -85,24 +92,30 @@ class EMSCA(keras.layers.Layer):
     g = Conv1x1(MSGDC'(x)), one MSGDC' (bias-free GPC, DW3, DW5) shared by all modalities;
     S(x) = GAP(g(x)) + GMP(g(x)); A_s = sigmoid(sum_i theta_i * (S(x_i) + S(x_{m-i+1}) + S(S(x_i)))).
     The symmetric cross-modal pairing is the paper's; the notebook accumulates asymmetrically.
+    attention_init="paper" (default) starts theta_i at 1, "neutral" at 0 (A_s = 0.5).
     Robust-MAIL (Eq. 23): rpf_ratio > 0 puts random projection filters into MSGDC'.
     """
 
-    def __init__(self, modalities=2, rpf_ratio=0.0, defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
+    def __init__(self, modalities=2, attention_init="paper", depthwise_init="fan_in", rpf_ratio=0.0,
+                 defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.modalities = modalities
+        self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
+        self.depthwise_init = depthwise_init
         self.rpf_ratio = rpf_ratio
         self.defense_decay = defense_decay
         self.rpf_std_scale = rpf_std_scale
 
     def build(self, input_shape):
         _, _, _, c = _check_modalities(self, input_shape, self.modalities)
-        self.msgdc = MSGDC(c, groups=GPC_GROUPS, use_bias=False, rpf_ratio=self.rpf_ratio,
+        self.msgdc = MSGDC(c, groups=GPC_GROUPS, use_bias=False, depthwise_init=self.depthwise_init,
+                           rpf_ratio=self.rpf_ratio,
                            defense_decay=self.defense_decay, rpf_std_scale=self.rpf_std_scale, name="msgdc")
         self.project = keras.layers.Conv2D(c, 1, name="project")
         self.msgdc.build(input_shape[0])
         self.project.build(self.msgdc.compute_output_shape(input_shape[0]))
-        self.theta = self.add_weight(name="theta", shape=(self.modalities, c), initializer="ones")
+        self.theta = self.add_weight(name="theta", shape=(self.modalities, c),
+                                     initializer="zeros" if self.attention_init == "neutral" else "ones")
 
     def squeeze(self, x):
         """S(x) = GAP(g(x)) + GMP(g(x)), kept as a (B, 1, 1, C) map."""
@@ -116,14 +129,15 @@ class EMSCA(keras.layers.Layer):
                    for i, x in enumerate(xs))
 
     def call(self, xs):
-        return tf.sigmoid(self.pre_activation(xs))
+        return sigmoid_gate(self, self.pre_activation(xs), "A_s")
 
     def compute_output_shape(self, input_shape):
         b, _, _, c = input_shape[0]
         return (b, 1, 1, c)
 
     def get_config(self):
-        return {**super().get_config(), "modalities": self.modalities, "rpf_ratio": self.rpf_ratio,
+        return {**super().get_config(), "modalities": self.modalities, "attention_init": self.attention_init,
+                "depthwise_init": self.depthwise_init, "rpf_ratio": self.rpf_ratio,
                 "defense_decay": self.defense_decay, "rpf_std_scale": self.rpf_std_scale}
 
 
@@ -135,23 +149,31 @@ class EMCAM(keras.layers.Layer):
     Ablations (paper Tables 4, 6): "mfifa" or "emsca" alone (the other term dropped), and "cascaded":
     x_i <- x_i * sigmoid(theta_f*A_f), then EMSCA on the result, x_i <- x_i * sigmoid(theta_s*A_s) * theta_m,i.
 
+    attention_init="paper" (default) starts every scale at 1; "neutral" starts theta_f and theta_s at
+    0, so A_m starts at a uniform 0.5 (in the cascaded form both gates do), and theta_m at the
+    inverse of that, so EMCAM starts as the identity and learns its attention from there (MFIFA's
+    and EMSCA's own scales start at 0 too; `mail_tf.layers.gates`).
+
     Robust-MAIL: rpf_ratio > 0 puts random projection filters into EMSCA (Eq. 23); man_sigma > 0 adds
     modulated attention noise to A_f, A_s and A_m (Eqs. 24-26; added after the sigmoid and clipped,
     as the notebook does).
     """
 
-    def __init__(self, modalities=2, fusion="parallel", rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT,
-                 defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
+    def __init__(self, modalities=2, fusion="parallel", attention_init="paper", depthwise_init="fan_in",
+                 rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT, defense_decay=0.0, rpf_std_scale=1.0,
+                 **kwargs):
         super().__init__(**kwargs)
         if fusion not in FUSIONS:
             raise ValueError(f"EMCAM fusion must be one of {FUSIONS}, got {fusion!r}")
         self.modalities = modalities
         self.fusion = fusion
+        self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
+        self.depthwise_init = depthwise_init
         self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay, self.rpf_std_scale = (
             rpf_ratio, man_sigma, man_init, defense_decay, rpf_std_scale)
-        self.mfifa = MFIFA(modalities, name="mfifa") if fusion != "emsca" else None
-        self.emsca = (EMSCA(modalities, rpf_ratio=rpf_ratio, defense_decay=defense_decay,
-                            rpf_std_scale=rpf_std_scale, name="emsca")
+        self.mfifa = MFIFA(modalities, attention_init=attention_init, name="mfifa") if fusion != "emsca" else None
+        self.emsca = (EMSCA(modalities, attention_init=attention_init, depthwise_init=depthwise_init, rpf_ratio=rpf_ratio,
+                            defense_decay=defense_decay, rpf_std_scale=rpf_std_scale, name="emsca")
                       if fusion != "mfifa" else None)
         noise = lambda name: AttentionNoise(man_sigma, man_init, defense_decay, name=name) if man_sigma else None
         self.noise_f = noise("man_f") if self.mfifa is not None else None
@@ -161,13 +183,18 @@ class EMCAM(keras.layers.Layer):
     def build(self, input_shape):
         _, _, _, c = _check_modalities(self, input_shape, self.modalities)
         input_shape = [tuple(s) for s in input_shape]
+        neutral = self.attention_init == "neutral"
+        gate_scale = "zeros" if neutral else "ones"
         if self.mfifa is not None:
             self.mfifa.build(input_shape)
-            self.theta_f = self.add_weight(name="theta_f", shape=(), initializer="ones")
+            self.theta_f = self.add_weight(name="theta_f", shape=(), initializer=gate_scale)
         if self.emsca is not None:
             self.emsca.build(input_shape)
-            self.theta_s = self.add_weight(name="theta_s", shape=(c,), initializer="ones")
-        self.theta_m = self.add_weight(name="theta_m", shape=(self.modalities, c), initializer="ones")
+            self.theta_s = self.add_weight(name="theta_s", shape=(c,), initializer=gate_scale)
+        # Neutral gates are 0.5 each: one on the output (A_m), two in the cascaded form.
+        identity = 4.0 if self.fusion == "cascaded" else 2.0
+        self.theta_m = self.add_weight(name="theta_m", shape=(self.modalities, c),
+                                       initializer=keras.initializers.Constant(identity if neutral else 1.0))
         for noise in (self.noise_f, self.noise_s, self.noise_m):
             if noise is not None:
                 noise.build((None, 1, 1, c))
@@ -181,17 +208,17 @@ class EMCAM(keras.layers.Layer):
         dtype = xs[0].dtype
         a_f = self._noisy(self.noise_f, self.mfifa(xs)) if self.mfifa is not None else None
         if self.fusion == "cascaded":
-            a_f = tf.sigmoid(tf.cast(self.theta_f, dtype) * a_f)
+            a_f = sigmoid_gate(self, tf.cast(self.theta_f, dtype) * a_f, "A_f'")
             xs = [x * a_f for x in xs]
             a_s = self._noisy(self.noise_s, self.emsca(xs))
-            a_m = tf.sigmoid(tf.cast(self.theta_s, dtype) * a_s)
+            a_m = sigmoid_gate(self, tf.cast(self.theta_s, dtype) * a_s, "A_m")
         else:
             logits = 0.0
             if a_f is not None:
                 logits += tf.cast(self.theta_f, dtype) * a_f
             if self.emsca is not None:
                 logits += tf.cast(self.theta_s, dtype) * self._noisy(self.noise_s, self.emsca(xs))
-            a_m = tf.sigmoid(logits)
+            a_m = sigmoid_gate(self, logits, "A_m")
         a_m = self._noisy(self.noise_m, a_m)
         return [x * a_m * tf.cast(self.theta_m[i], dtype) for i, x in enumerate(xs)]
 
@@ -200,5 +227,5 @@ class EMCAM(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "modalities": self.modalities, "fusion": self.fusion,
-                "rpf_ratio": self.rpf_ratio, "man_sigma": self.man_sigma, "man_init": self.man_init,
+                "attention_init": self.attention_init, "depthwise_init": self.depthwise_init, "rpf_ratio": self.rpf_ratio, "man_sigma": self.man_sigma, "man_init": self.man_init,
                 "defense_decay": self.defense_decay, "rpf_std_scale": self.rpf_std_scale}

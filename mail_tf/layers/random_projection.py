@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mail_tf.layers.conv import GroupedPointwiseConv2D
+from mail_tf.layers.conv import GroupedPointwiseConv2D, depthwise_initializer
 from mail_tf.layers.serialization import register
 
 
@@ -124,15 +124,18 @@ class RandomProjectionPointwiseConv2D(_RandomFilters, GroupedPointwiseConv2D):
 @register
 class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
     """Depthwise k x k convolution ('same' padding) in which round(ratio * C) evenly spread input
-    channels use random kernels with std 1/k; the bias stays trainable for every channel."""
+    channels use random kernels with std 1/k; the bias stays trainable for every channel. The
+    trainable kernels start as `depthwise_init` says (`mail_tf.layers.conv.DEPTHWISE_INITS`)."""
 
     def __init__(self, kernel_size, strides=1, use_bias=True, random_ratio=0.25, weight_decay=0.0,
-                 seed=None, std_scale=1.0, **kwargs):
+                 seed=None, std_scale=1.0, depthwise_init="fan_in", **kwargs):
         super().__init__(**kwargs)
         self._init_random(random_ratio, weight_decay, seed, std_scale)
         self.kernel_size = kernel_size
         self.strides = strides
         self.use_bias = use_bias
+        self.depthwise_init = depthwise_init
+        self._initializer = depthwise_initializer(depthwise_init, kernel_size)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -143,7 +146,7 @@ class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
         self.random_channels = random_count(channels, self.random_ratio)
         self._order = assembly_order(channels, self.random_channels)
         self.kernel = self.add_weight(name="kernel", shape=(k, k, channels - self.random_channels, 1),
-                                      initializer="glorot_uniform", regularizer=self._regularizer())
+                                      initializer=self._initializer, regularizer=self._regularizer())
         self._add_random_kernel((k, k, self.random_channels, 1), kernel_size=k)
         self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros") if self.use_bias else None
 
@@ -170,7 +173,7 @@ class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
-                "use_bias": self.use_bias, **self._random_config()}
+                "use_bias": self.use_bias, "depthwise_init": self.depthwise_init, **self._random_config()}
 
 
 def random_projection_layers(model):

@@ -4,7 +4,8 @@ and the plain ResNet basic block used for the ablation and the reference network
 import keras
 import tensorflow as tf
 
-from mail_tf.layers.conv import ChannelShuffle, GroupedPointwiseConv2D
+from mail_tf.layers.conv import ChannelShuffle, GroupedPointwiseConv2D, depthwise_initializer
+from mail_tf.layers.gates import ATTENTION_INITS, check_choice, sigmoid_gate
 from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
 from mail_tf.layers.random_projection import RandomProjectionDepthwiseConv2D, RandomProjectionPointwiseConv2D
 from mail_tf.layers.serialization import register
@@ -12,6 +13,7 @@ from mail_tf.layers.serialization import register
 GPC_GROUPS = 16      # groups of the group point-wise conv in MSGDC (notebook)
 SHUFFLE_GROUPS = 16  # channel shuffle groups in EMILA (notebook)
 FUSE_GROUPS = 2      # groups of the 1x1 conv that fuses the shuffled MSGDC output (notebook)
+CA_POOLS = ("paper", "notebook")
 
 
 def _check_rank4(layer, shape):
@@ -26,18 +28,21 @@ class MSGDC(keras.layers.Layer):
 
     GPC is a grouped 1x1 conv to `filters` channels; the depth-wise convs keep the input channels,
     so the output has `filters + len(kernel_sizes) * C_in` channels.
+    The depth-wise kernels start as `depthwise_init` says ("fan_in": std 1/k; "keras": Keras's
+    glorot, ~sqrt(C_in) smaller; `mail_tf.layers.conv.DEPTHWISE_INITS`).
     Robust-MAIL (Eq. 20): with rpf_ratio > 0 that fraction of the GPC filters and of the depth-wise
     channels are random projection filters, their trainable kernels decayed by `defense_decay`.
     """
 
     def __init__(self, filters, strides=1, groups=GPC_GROUPS, kernel_sizes=(3, 5), use_bias=True,
-                 rpf_ratio=0.0, defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
+                 depthwise_init="fan_in", rpf_ratio=0.0, defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
         self.groups = groups
         self.kernel_sizes = tuple(kernel_sizes)
         self.use_bias = use_bias
+        self.depthwise_init = depthwise_init
         self.rpf_ratio = rpf_ratio
         self.defense_decay = defense_decay
         self.rpf_std_scale = rpf_std_scale
@@ -47,13 +52,14 @@ class MSGDC(keras.layers.Layer):
                 weight_decay=defense_decay, std_scale=rpf_std_scale, name="gpc")
             self.depthwise = [RandomProjectionDepthwiseConv2D(
                 k, strides=strides, use_bias=use_bias, random_ratio=rpf_ratio, weight_decay=defense_decay,
-                std_scale=rpf_std_scale, name=f"dwc{k}") for k in self.kernel_sizes]
+                std_scale=rpf_std_scale, depthwise_init=depthwise_init, name=f"dwc{k}") for k in self.kernel_sizes]
         else:
             self.pointwise = GroupedPointwiseConv2D(filters, groups=groups, strides=strides,
                                                     use_bias=use_bias, name="gpc")
-            self.depthwise = [keras.layers.DepthwiseConv2D(k, strides=strides, padding="same",
-                                                           use_bias=use_bias, name=f"dwc{k}")
-                              for k in self.kernel_sizes]
+            self.depthwise = [keras.layers.DepthwiseConv2D(
+                k, strides=strides, padding="same", use_bias=use_bias,
+                depthwise_initializer=depthwise_initializer(depthwise_init, k), name=f"dwc{k}")
+                for k in self.kernel_sizes]
 
     def build(self, input_shape):
         _check_rank4(self, input_shape)
@@ -71,22 +77,29 @@ class MSGDC(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
                 "groups": self.groups, "kernel_sizes": list(self.kernel_sizes), "use_bias": self.use_bias,
-                "rpf_ratio": self.rpf_ratio, "defense_decay": self.defense_decay,
+                "depthwise_init": self.depthwise_init, "rpf_ratio": self.rpf_ratio, "defense_decay": self.defense_decay,
                 "rpf_std_scale": self.rpf_std_scale}
 
 
 @register
 class ChannelAttention(keras.layers.Layer):
-    """CA (Eq. 4, notebook form): y * sigmoid(theta * Dense(C)(ReLU(Dense(C/r)(z)))).
+    """CA (Eq. 4): y * sigmoid(theta * Dense(C)(ReLU(Dense(C/r)(z)))).
 
-    z = (GMN + GAP + GMP + GSP) + (GMP - GAP - GMN), which equals 2*GMP + GSP; the written form is
-    kept so the code reads like the equation (the global sum GSP is the notebook's fourth pool).
+    z = (GMN + GAP + GMP) + (GMP - GAP - GMN) with pools="paper" (Eq. 4's G_p and mu; it equals
+    2*GMP, the written form is kept so the code reads like the equation). pools="notebook" adds the
+    notebook's global sum GSP to the first bracket: a sum grows with H*W and saturates most gates at
+    64 px and above (docs/TRAINABILITY.md), so it is a compatibility option only.
+    attention_init="paper" (default) starts theta at 1; "neutral" at 0, so the map starts at a
+    uniform 0.5 with the full sigmoid slope (see `mail_tf.layers.gates`).
     Robust-MAIL (Eq. 21): with man_sigma > 0, modulated attention noise is added to the map.
     """
 
-    def __init__(self, reduction=4, man_sigma=0.0, man_init=DEFAULT_INIT, defense_decay=0.0, **kwargs):
+    def __init__(self, reduction=4, pools="paper", attention_init="paper", man_sigma=0.0, man_init=DEFAULT_INIT,
+                 defense_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         self.reduction = reduction
+        self.pools = check_choice("pools", pools, CA_POOLS)
+        self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
         self.man_sigma = man_sigma
         self.man_init = man_init
         self.defense_decay = defense_decay
@@ -101,7 +114,8 @@ class ChannelAttention(keras.layers.Layer):
         self.excite = keras.layers.Dense(c, name="excite")
         self.squeeze.build((None, c))
         self.excite.build((None, c // self.reduction))
-        self.theta = self.add_weight(name="theta", shape=(), initializer="ones")
+        self.theta = self.add_weight(name="theta", shape=(), initializer=(
+            "zeros" if self.attention_init == "neutral" else "ones"))
         if self.noise is not None:
             self.noise.build((None, 1, 1, c))
 
@@ -110,9 +124,11 @@ class ChannelAttention(keras.layers.Layer):
         gmn = tf.reduce_min(y, axis=(1, 2))
         gap = tf.reduce_mean(y, axis=(1, 2))
         gmp = tf.reduce_max(y, axis=(1, 2))
-        gsp = tf.reduce_sum(y, axis=(1, 2))
-        z = (gmn + gap + gmp + gsp) + (gmp - gap - gmn)
-        a = tf.sigmoid(self.excite(self.squeeze(z)) * tf.cast(self.theta, y.dtype))[:, None, None, :]
+        pooled = gmn + gap + gmp
+        if self.pools == "notebook":
+            pooled += tf.reduce_sum(y, axis=(1, 2))
+        z = pooled + (gmp - gap - gmn)
+        a = sigmoid_gate(self, self.excite(self.squeeze(z)) * tf.cast(self.theta, y.dtype))[:, None, None, :]
         return a if self.noise is None else self.noise(a)
 
     def call(self, y):
@@ -122,26 +138,30 @@ class ChannelAttention(keras.layers.Layer):
         return tuple(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "reduction": self.reduction, **_man_config(self)}
+        return {**super().get_config(), "reduction": self.reduction, "pools": self.pools,
+                "attention_init": self.attention_init, **_man_config(self)}
 
 
 @register
 class EMILA(keras.layers.Layer):
     """EMILA (Eq. 3, notebook form): ReLU(BN(Conv1x1_s(x)) + CA(BN(Fuse(Shuffle(MSGDC_s(x))))))."""
 
-    def __init__(self, filters, strides=1, rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT,
-                 defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
+    def __init__(self, filters, strides=1, ca_pools="paper", attention_init="paper", depthwise_init="fan_in",
+                 rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT, defense_decay=0.0, rpf_std_scale=1.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
+        self.ca_pools, self.attention_init, self.depthwise_init = ca_pools, attention_init, depthwise_init
         self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay, self.rpf_std_scale = (
             rpf_ratio, man_sigma, man_init, defense_decay, rpf_std_scale)
-        self.msgdc = MSGDC(filters, strides=strides, rpf_ratio=rpf_ratio, defense_decay=defense_decay,
-                           rpf_std_scale=rpf_std_scale, name="msgdc")
+        self.msgdc = MSGDC(filters, strides=strides, depthwise_init=depthwise_init, rpf_ratio=rpf_ratio,
+                           defense_decay=defense_decay, rpf_std_scale=rpf_std_scale, name="msgdc")
         self.shuffle = ChannelShuffle(SHUFFLE_GROUPS, name="shuffle")
         self.fuse = GroupedPointwiseConv2D(filters, groups=FUSE_GROUPS, name="fuse")
         self.fuse_bn = keras.layers.BatchNormalization(name="fuse_bn")
-        self.ca = ChannelAttention(man_sigma=man_sigma, man_init=man_init, defense_decay=defense_decay, name="ca")
+        self.ca = ChannelAttention(pools=ca_pools, attention_init=attention_init, man_sigma=man_sigma,
+                                   man_init=man_init, defense_decay=defense_decay, name="ca")
         self.residual = keras.layers.Conv2D(filters, 1, strides=strides, name="residual")
         self.residual_bn = keras.layers.BatchNormalization(name="residual_bn")
 
@@ -168,7 +188,13 @@ class EMILA(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                **_defense_config(self)}
+                **_attention_config(self), **_defense_config(self)}
+
+
+def _attention_config(layer):
+    """The block's form: the channel attention's pools, how its gates and depth-wise kernels start."""
+    return {"ca_pools": layer.ca_pools, "attention_init": layer.attention_init,
+            "depthwise_init": layer.depthwise_init}
 
 
 def _man_config(layer):
@@ -221,19 +247,25 @@ class ERLA(_Residual):
 
     PW is a plain 1x1 conv: the paper writes GPC, the notebook's plain 1x1 is what matches the
     published parameter count. The Robust-MAIL settings (RPF@E, MAN in CA) go to both EMILAs.
+    zero_init_residual starts the last BN's scale at 0, so the block starts as its shortcut (Goyal
+    et al. 2017): ERLA then trained as fast as a ResNet basic block (docs/TRAINABILITY.md).
     """
 
-    def __init__(self, filters, strides=1, projection=False, rpf_ratio=0.0, man_sigma=0.0,
-                 man_init=DEFAULT_INIT, defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
+    def __init__(self, filters, strides=1, projection=False, ca_pools="paper", attention_init="paper",
+                 depthwise_init="fan_in", zero_init_residual=True, rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT,
+                 defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
         super().__init__(filters, strides, projection, shortcut_bias=True, **kwargs)
+        self.ca_pools, self.attention_init, self.depthwise_init = ca_pools, attention_init, depthwise_init
+        self.zero_init_residual = zero_init_residual
         self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay, self.rpf_std_scale = (
             rpf_ratio, man_sigma, man_init, defense_decay, rpf_std_scale)
-        defense = _defense_config(self)
-        self.emila1 = EMILA(filters, strides=strides, name="emila1", **defense)
+        settings = {**_attention_config(self), **_defense_config(self)}
+        self.emila1 = EMILA(filters, strides=strides, name="emila1", **settings)
         self.bn1 = keras.layers.BatchNormalization(name="bn1")
-        self.emila2 = EMILA(filters, name="emila2", **defense)
+        self.emila2 = EMILA(filters, name="emila2", **settings)
         self.pw = keras.layers.Conv2D(filters, 1, name="pw")
-        self.bn2 = keras.layers.BatchNormalization(name="bn2")
+        self.bn2 = keras.layers.BatchNormalization(gamma_initializer="zeros" if zero_init_residual else "ones",
+                                                   name="bn2")
 
     def build(self, input_shape):
         self._build_shortcut(input_shape)
@@ -248,7 +280,8 @@ class ERLA(_Residual):
         return tf.nn.relu(self._shortcut(x, training) + y)
 
     def get_config(self):
-        return {**super().get_config(), **_defense_config(self)}
+        return {**super().get_config(), "zero_init_residual": self.zero_init_residual, **_attention_config(self),
+                **_defense_config(self)}
 
 
 @register

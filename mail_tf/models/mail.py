@@ -44,7 +44,8 @@ def normalise_shapes(input_shape, m, network="MAIL"):
 
 
 def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", width=1.0, block="erla",
-               fusion="parallel", dropout=0.25, mc_dropout=False, block_settings=None, emcam_settings=None,
+               fusion="parallel", dropout=0.25, mc_dropout=False, ca_pools="paper", attention_init="paper",
+               depthwise_init="fan_in", zero_init_residual=True, block_settings=None, emcam_settings=None,
                name="mail"):
     """Build a MAIL network as a functional `keras.Model`.
 
@@ -58,6 +59,16 @@ def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", widt
       fusion: EMCAM mode, one of "parallel", "cascaded", "mfifa", "emsca", or None for no EMCAM.
       dropout: rate after the first block of stages 2-4.
       mc_dropout: keep that dropout active at inference (Monte-Carlo estimates).
+      ca_pools: "paper" (Eq. 4: GMN, GAP, GMP) or "notebook" (adds the global sum, which saturates
+        the channel attention at 64 px and above; compatibility only).
+      attention_init: "paper" (every learnable attention scale starts at 1, as the notebooks) or
+        "neutral" (every gate starts at a uniform 0.5 and EMCAM as the identity; it learnt more
+        slowly in docs/TRAINABILITY.md's probes).
+      depthwise_init: "fan_in" (depth-wise kernels with std 1/k) or "keras" (Keras's glorot, which
+        counts the input channels into a depth-wise filter's fan-in and starts ~sqrt(C) smaller).
+      zero_init_residual: start the last BN scale of every ERLA at 0, so each block starts as its
+        shortcut (Goyal et al. 2017); False: Keras's 1 (the notebooks). Plain blocks keep Keras's
+        init, so `resnet18_pair` stays the standard reference.
       block_settings, emcam_settings: extra constructor arguments of every ERLA / EMCAM (the
         Robust-MAIL defenses; see `build_robust_mail`).
 
@@ -81,6 +92,10 @@ def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", widt
     block_settings = block_settings or {}
     if block_settings and block != "erla":
         raise ValueError(f"block settings {sorted(block_settings)} need ERLA blocks, got block={block!r}")
+    if block == "erla":
+        block_settings = dict(ca_pools=ca_pools, attention_init=attention_init, depthwise_init=depthwise_init,
+                              zero_init_residual=zero_init_residual, **block_settings)
+    emcam_settings = dict(attention_init=attention_init, depthwise_init=depthwise_init, **(emcam_settings or {}))
     dropout_cls = MCDropout if mc_dropout else keras.layers.Dropout
 
     inputs = [keras.Input(shape, name=f"{task}_image") for (task, _), shape in zip(tasks, shapes)]
@@ -102,7 +117,7 @@ def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", widt
                 if b == 0 and stage > 1 and dropout:
                     xs[i] = dropout_cls(dropout, name=f"{task}_stage{stage}_dropout")(xs[i])
         if fusion is not None:
-            xs = EMCAM(m, fusion=fusion, name=f"stage{stage}_emcam", **(emcam_settings or {}))(xs)
+            xs = EMCAM(m, fusion=fusion, name=f"stage{stage}_emcam", **emcam_settings)(xs)
 
     z = keras.layers.Concatenate(name="concat")(xs) if m > 1 else xs[0]
     z = keras.layers.GlobalAveragePooling2D(name="gap")(z)
