@@ -11,6 +11,7 @@ Writes saturation.json and signal.json (and saturation.png) into --out.
 """
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -139,10 +140,7 @@ def _by_kind_and_stage(rows):
 
 
 def _count(row):
-    n = 1
-    for d in row["shape"]:
-        n *= d
-    return n
+    return math.prod(row["shape"])
 
 
 def main(argv):

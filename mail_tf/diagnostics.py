@@ -10,6 +10,7 @@ per modality) and return plain dicts, so reports and tests can compare models an
 
 import re
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -78,7 +79,7 @@ def _stage_outputs(model):
 
 
 def _loss(outputs, labels):
-    losses = [tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels[t], outputs[t], from_logits=True))
+    losses = [tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels[t], outputs[t], from_logits=True))
               for t in outputs]
     return tf.add_n(losses) / len(losses)
 
@@ -97,7 +98,7 @@ def signal_propagation(model, images, labels=None, training=True):
     probes = [layer.output for layers, _ in stages.values() for layer in layers]
     probes = [p for out in probes for p in (out if isinstance(out, (list, tuple)) else [out])]
     head = model.get_layer("gap").output if "gap" in [l.name for l in model.layers] else None
-    probe_model = tf.keras.Model(model.inputs, [model.outputs, probes] + ([head] if head is not None else []))
+    probe_model = keras.Model(model.inputs, [model.outputs, probes] + ([head] if head is not None else []))
     xs = [tf.convert_to_tensor(x, tf.float32) for x in images]
     if labels is None:
         labels = {name: tf.zeros(len(images[0]), tf.int64) for name in model.output_names}

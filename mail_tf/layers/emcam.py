@@ -5,7 +5,7 @@ import keras
 import tensorflow as tf
 
 from mail_tf.layers.dct import channel_dct
-from mail_tf.layers.gates import ATTENTION_INITS, check_choice, sigmoid_gate
+from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initializer, sigmoid_gate
 from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
 from mail_tf.layers.residual import GPC_GROUPS, MSGDC
 from mail_tf.layers.serialization import register
@@ -53,7 +53,7 @@ class MFIFA(keras.layers.Layer):
         self.descriptor = keras.layers.Dense(c, name="descriptor")   # f of Eqs. 6-7, a sigmoid gate
         self.descriptor.build((None, c))
         m = self.modalities
-        start = "zeros" if self.attention_init == "neutral" else "ones"
+        start = scale_initializer(self.attention_init)
         self.alpha = self.add_weight(name="alpha", shape=(m,), initializer=start)
         self.phi = self.add_weight(name="phi", shape=(m,), initializer=start)
         self.gamma = self.add_weight(name="gamma", shape=(m,), initializer=start)
@@ -109,13 +109,13 @@ class EMSCA(keras.layers.Layer):
     def build(self, input_shape):
         _, _, _, c = _check_modalities(self, input_shape, self.modalities)
         self.msgdc = MSGDC(c, groups=GPC_GROUPS, use_bias=False, depthwise_init=self.depthwise_init,
-                           rpf_ratio=self.rpf_ratio,
-                           defense_decay=self.defense_decay, rpf_std_scale=self.rpf_std_scale, name="msgdc")
+                           rpf_ratio=self.rpf_ratio, defense_decay=self.defense_decay,
+                           rpf_std_scale=self.rpf_std_scale, name="msgdc")
         self.project = keras.layers.Conv2D(c, 1, name="project")
         self.msgdc.build(input_shape[0])
         self.project.build(self.msgdc.compute_output_shape(input_shape[0]))
         self.theta = self.add_weight(name="theta", shape=(self.modalities, c),
-                                     initializer="zeros" if self.attention_init == "neutral" else "ones")
+                                     initializer=scale_initializer(self.attention_init))
 
     def squeeze(self, x):
         """S(x) = GAP(g(x)) + GMP(g(x)), kept as a (B, 1, 1, C) map."""
@@ -172,8 +172,9 @@ class EMCAM(keras.layers.Layer):
         self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay, self.rpf_std_scale = (
             rpf_ratio, man_sigma, man_init, defense_decay, rpf_std_scale)
         self.mfifa = MFIFA(modalities, attention_init=attention_init, name="mfifa") if fusion != "emsca" else None
-        self.emsca = (EMSCA(modalities, attention_init=attention_init, depthwise_init=depthwise_init, rpf_ratio=rpf_ratio,
-                            defense_decay=defense_decay, rpf_std_scale=rpf_std_scale, name="emsca")
+        self.emsca = (EMSCA(modalities, attention_init=attention_init, depthwise_init=depthwise_init,
+                            rpf_ratio=rpf_ratio, defense_decay=defense_decay, rpf_std_scale=rpf_std_scale,
+                            name="emsca")
                       if fusion != "mfifa" else None)
         noise = lambda name: AttentionNoise(man_sigma, man_init, defense_decay, name=name) if man_sigma else None
         self.noise_f = noise("man_f") if self.mfifa is not None else None
@@ -184,7 +185,7 @@ class EMCAM(keras.layers.Layer):
         _, _, _, c = _check_modalities(self, input_shape, self.modalities)
         input_shape = [tuple(s) for s in input_shape]
         neutral = self.attention_init == "neutral"
-        gate_scale = "zeros" if neutral else "ones"
+        gate_scale = scale_initializer(self.attention_init)
         if self.mfifa is not None:
             self.mfifa.build(input_shape)
             self.theta_f = self.add_weight(name="theta_f", shape=(), initializer=gate_scale)
@@ -227,5 +228,6 @@ class EMCAM(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "modalities": self.modalities, "fusion": self.fusion,
-                "attention_init": self.attention_init, "depthwise_init": self.depthwise_init, "rpf_ratio": self.rpf_ratio, "man_sigma": self.man_sigma, "man_init": self.man_init,
+                "attention_init": self.attention_init, "depthwise_init": self.depthwise_init,
+                "rpf_ratio": self.rpf_ratio, "man_sigma": self.man_sigma, "man_init": self.man_init,
                 "defense_decay": self.defense_decay, "rpf_std_scale": self.rpf_std_scale}

@@ -42,6 +42,11 @@ def record_gates():
 ATTENTION_INITS = ("paper", "neutral")
 
 
+def scale_initializer(attention_init):
+    """The initializer of the learnable scales in front of a sigmoid gate: 1 ("paper") or 0 ("neutral")."""
+    return "zeros" if attention_init == "neutral" else "ones"
+
+
 def check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")

@@ -5,7 +5,7 @@ import keras
 import tensorflow as tf
 
 from mail_tf.layers.conv import ChannelShuffle, GroupedPointwiseConv2D, depthwise_initializer
-from mail_tf.layers.gates import ATTENTION_INITS, check_choice, sigmoid_gate
+from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initializer, sigmoid_gate
 from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
 from mail_tf.layers.random_projection import RandomProjectionDepthwiseConv2D, RandomProjectionPointwiseConv2D
 from mail_tf.layers.serialization import register
@@ -114,8 +114,7 @@ class ChannelAttention(keras.layers.Layer):
         self.excite = keras.layers.Dense(c, name="excite")
         self.squeeze.build((None, c))
         self.excite.build((None, c // self.reduction))
-        self.theta = self.add_weight(name="theta", shape=(), initializer=(
-            "zeros" if self.attention_init == "neutral" else "ones"))
+        self.theta = self.add_weight(name="theta", shape=(), initializer=scale_initializer(self.attention_init))
         if self.noise is not None:
             self.noise.build((None, 1, 1, c))
 
