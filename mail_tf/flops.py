@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from mail_tf.layers.conv import GroupedPointwiseConv2D
+from mail_tf.layers.walk import sublayers
 
 
 def _shape(t):
@@ -75,7 +76,7 @@ def _rule(layer):
 def _record_calls(model, inputs):
     """Run `model` once on `inputs`, returning [(layer, input, output)] for every layer call."""
     calls = []
-    layers = [l for l in model._flatten_layers(include_self=False, recursive=True)
+    layers = [l for l in sublayers(model, include_self=False)
               if _rule(l) is not None or hasattr(l, "flops")]
 
     def wrap(layer, call):

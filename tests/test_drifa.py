@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import mail_tf
 from mail_tf.layers import MFA, MIFA, RRA
+from mail_tf.layers.walk import sublayers
 
 
 def _sigmoid(x):
@@ -24,7 +25,7 @@ def test_parameter_counts_match_the_spec():
     model = mail_tf.build_model("drifa_net", {"sipakmed": 5, "ham10000": 7}, (128, 128, 3))
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     assert (model.count_params(), trainable) == (53_884_868, 53_865_668)
-    counts = collections.Counter(type(layer).__name__ for layer in model._flatten_layers())
+    counts = collections.Counter(type(layer).__name__ for layer in sublayers(model))
     assert (counts["MFA"], counts["MIFA"], counts["BatchNormalization"], counts["Dropout"]) == (48, 8, 40, 13)
     pair_b = mail_tf.build_model("drifa_net", {"mri": 4, "ct": 3}, (128, 128, 3))
     assert pair_b.count_params() == 53_879_743

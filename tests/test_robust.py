@@ -8,6 +8,8 @@ import tensorflow as tf
 import mail_tf
 from mail_tf import layers as L
 from mail_tf.layers import random_projection  # noqa: F401  (L.random_projection)
+from mail_tf.layers.serialization import saved_before
+from mail_tf.training.decay import apply_decoupled_decay, decayed_kernels, self_decayed
 from conftest import TASKS, images
 
 
@@ -120,8 +122,11 @@ def test_gradients_reach_delta_and_the_trainable_filters_but_not_the_random_ones
     for p in deltas + rpf:
         assert grads[p] is not None and float(tf.reduce_sum(tf.abs(grads[p]))) > 0, p
     assert not any("random_kernel" in v.path for v in model.trainable_variables)
-    # rho * (||trainable RPF kernels||^2 + ||delta||^2) is in the model's losses (Eq. 17).
-    assert len(model.losses) == len(deltas) + len(rpf)
+    # rho is decoupled decay applied by the training step, not an L2 term in the losses (Eq. 17).
+    assert not model.losses
+    rates = {v.path: rate for v, rate in self_decayed(model)}
+    assert sorted(rates) == sorted(deltas + rpf)
+    assert {rates[p] for p in rpf} == {1e-2} and {rates[p] for p in deltas} == {1e-4}
 
 
 def test_all_switches_off_is_exactly_mail():
@@ -209,3 +214,146 @@ def test_builder_errors_name_the_setting():
         mail_tf.build_robust_mail(TASKS, (32, 32, 3), man_sigma=0.0)
     with pytest.raises(ValueError, match="need ERLA"):
         mail_tf.build_robust_mail(TASKS, (32, 32, 3), block="plain")
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_trainable_rpf_kernels_are_standardised_to_the_random_std(index):
+    layer = [L.RandomProjectionPointwiseConv2D(32, groups=2, random_ratio=0.25, seed=3),    # 16 weights a filter
+             L.RandomProjectionDepthwiseConv2D(5, random_ratio=0.25, seed=3)][index]
+    x = tf.random.stateless_uniform((2, 8, 8, 32), (7, 8))
+    layer(x)
+    k = getattr(layer, "kernel_size", 1)
+    rng = np.random.default_rng(0)
+    # Any scale and offset per filter: what is applied has std 1/k over each filter's own weights.
+    raw = rng.normal(0.3, 1.0, layer.kernel.shape) * rng.uniform(0.2, 5.0, layer.kernel.shape[layer.filter_axis])[
+        (...,) if index == 0 else (slice(None), None)]
+    layer.kernel.assign(raw.astype(np.float32))
+    applied = layer.trainable_kernel().numpy()
+    axes = tuple(a for a in range(applied.ndim) if a != layer.filter_axis % applied.ndim)
+    np.testing.assert_allclose(applied.std(axis=axes), 1 / k, rtol=1e-3)
+    # Scale-invariant: rescaling the raw kernel leaves the output unchanged (up to the 1e-5 guard).
+    y = layer(x).numpy()
+    layer.kernel.assign(layer.kernel * 7.0)
+    np.testing.assert_allclose(layer(x).numpy(), y, rtol=1e-3, atol=1e-4)
+    layer.standardize = False                      # the earlier form applies the raw kernel
+    np.testing.assert_array_equal(layer.trainable_kernel().numpy(), layer.kernel.numpy())
+
+
+def test_a_single_weight_filter_is_scaled_by_its_magnitude():
+    layer = L.RandomProjectionPointwiseConv2D(16, groups=16, random_ratio=0.25, seed=0)
+    layer.build((None, 4, 4, 16))                  # one input per group: a filter is one weight
+    applied = layer.trainable_kernel().numpy()
+    assert np.all(np.isfinite(applied))
+    np.testing.assert_allclose(np.abs(applied), 1.0, rtol=1e-3)
+
+
+def test_robust_mail_standardises_by_default():
+    model = mail_tf.build_model("robust_mail", TASKS, (32, 32, 3), width=0.25, man=False)
+    layers = L.random_projection.random_projection_layers(model)
+    assert layers and all(l.standardize for l in layers)
+    off = mail_tf.build_model("robust_mail", TASKS, (32, 32, 3), width=0.25, man=False, rpf_standardize=False)
+    assert not any(l.standardize for l in L.random_projection.random_projection_layers(off))
+
+
+def test_standardised_rpf_layers_roundtrip_through_keras_and_savedmodel(tmp_path):
+    inputs = keras.Input((8, 8, 16))
+    y = L.RandomProjectionPointwiseConv2D(32, groups=2, random_ratio=0.25, seed=1)(inputs)
+    y = L.RandomProjectionDepthwiseConv2D(3, random_ratio=0.25, seed=2)(y)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(y))
+    for layer in L.random_projection.random_projection_layers(model):   # raw kernels far from the std 1/k
+        layer.kernel.assign(layer.kernel * 9.0)
+    x = tf.random.stateless_uniform((2, 8, 8, 16), (1, 1))
+    ref = model(x).numpy()
+    model.save(tmp_path / "ws.keras")
+    loaded = keras.saving.load_model(tmp_path / "ws.keras")
+    assert all(l.standardize for l in L.random_projection.random_projection_layers(loaded))
+    np.testing.assert_allclose(loaded(x).numpy(), ref, atol=1e-5)
+    model.export(tmp_path / "ws_savedmodel", verbose=False)
+    saved = tf.saved_model.load(str(tmp_path / "ws_savedmodel"))
+    np.testing.assert_allclose(saved.serve(x).numpy(), ref, atol=1e-5)
+    raw = L.RandomProjectionPointwiseConv2D(32, groups=2, random_ratio=0.25, seed=1, standardize=False)
+    raw.build(x.shape)
+    raw.kernel.assign(model.layers[1].kernel)
+    assert not np.allclose(raw(x).numpy(), model.layers[1](x).numpy(), atol=1e-3)   # standardising matters
+
+
+def test_configs_saved_before_an_option_load_with_the_form_they_were_trained_with():
+    old = L.ERLA(32, rpf_ratio=0.25, name="old").get_config()
+    for key in ("ca_pools", "depthwise_init", "zero_init_residual", "rpf_standardize", "man_decay"):
+        old.pop(key)
+    erla = L.ERLA.from_config(old)
+    assert (erla.ca_pools, erla.depthwise_init, erla.zero_init_residual, erla.rpf_standardize) == (
+        "notebook", "keras", False, False)
+    erla.build((None, 8, 8, 32))
+    assert not any(l.standardize for l in L.random_projection.random_projection_layers(erla))
+    ca = L.ChannelAttention.from_config({"name": "ca", "reduction": 4, "man_sigma": 0.6, "defense_decay": 1e-2})
+    assert ca.pools == "notebook" and ca.man_decay == 1e-2
+    fresh = L.ERLA.from_config(L.ERLA(32, name="new").get_config())     # today's configs keep today's form
+    assert (fresh.ca_pools, fresh.zero_init_residual, fresh.rpf_standardize) == ("paper", True, True)
+
+    @saved_before(option="old")
+    class Probe(keras.layers.Layer):
+        def __init__(self, option="new", **kwargs):
+            super().__init__(**kwargs)
+            self.option = option
+    assert Probe.from_config({"name": "p"}).option == "old" and Probe().option == "new"
+
+
+def test_decoupled_decay_runs_after_every_train_step_and_only_on_what_asks_for_it():
+    class Held(keras.layers.Layer):               # a weight with zero gradient, decayed at rate 0.5
+        def build(self, shape):
+            self.w = self.add_weight(name="w", shape=(3,), initializer="ones")
+
+        def decayed_weights(self):
+            return [(self.w, 0.5)]
+
+        def call(self, x):
+            return x + 0.0 * tf.reduce_sum(self.w)
+
+    inputs = keras.Input((4,))
+    held = Held()
+    model = keras.Model([inputs], {"t": keras.layers.Dense(2)(held(inputs))})
+    optimizer = keras.optimizers.Adam(learning_rate=0.1)
+    optimizer.build(model.trainable_variables)
+    step = mail_tf.training.make_train_step(model, optimizer)
+    x, y = [np.ones((2, 4), np.float32)], {"t": np.array([0, 1])}
+    for n in (1, 2):
+        step(x, y)
+        np.testing.assert_allclose(held.w.numpy(), (1 - 0.1 * 0.5) ** n, rtol=1e-6)   # Adam moved nothing
+    v = tf.Variable([2.0, -4.0])
+    apply_decoupled_decay([(v, 0.25)], 0.2)
+    np.testing.assert_allclose(v.numpy(), [1.9, -3.8])
+
+
+def test_weight_decay_chooses_kernels_by_rank_never_scales():
+    from mail_tf.training.config import TrainConfig
+    from mail_tf.training.trainer import make_optimizer
+
+    model = mail_tf.build_model("robust_mail", TASKS, (32, 32, 3), width=0.25)
+    kernels = decayed_kernels(model)
+    ids = {id(v) for v in kernels}
+    assert kernels and all(len(v.shape) >= 2 for v in kernels)
+    assert not any(v.path.split("/")[-1] in ("theta", "theta_m") for v in kernels)      # per-modality tables
+    assert not ids & {id(v) for v, _ in self_decayed(model)}                             # rho / MAN's own
+    left = [v for v in model.trainable_variables if id(v) not in ids and len(v.shape) >= 2]
+    assert sorted({v.path.split("/")[-1] for v in left}) == ["kernel", "theta", "theta_m"]
+    assert len(left) == 4 + 4 + 36 * 3        # EMSCA's and EMCAM's tables; ERLA's and EMSCA's RPF kernels
+    config = TrainConfig(optimizer="adamw", learning_rate=0.1, weight_decay=0.5)
+    optimizer = make_optimizer(config, model)
+    optimizer.build(model.trainable_variables)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    optimizer.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
+    for v, old in zip(model.trainable_variables, before):
+        expected = old * (1 - 0.1 * 0.5) if id(v) in ids else old
+        np.testing.assert_allclose(v.numpy(), expected, rtol=1e-5, atol=1e-7, err_msg=v.path)
+
+
+def test_delta_statistics_say_whether_the_noise_is_alive():
+    from mail_tf.training.trainer import noise_weights
+
+    model = mail_tf.build_model("robust_mail", TASKS, (32, 32, 3), width=0.25, man_init=0.1)
+    layers = L.noise_layers(model)
+    layers[0].delta.assign(tf.zeros_like(layers[0].delta))
+    stats = noise_weights(model)["man_delta"]
+    assert stats["min"] == 0.0 and stats["max"] == pytest.approx(0.1) and 0 < stats["mean"] < 0.1
+    assert noise_weights(mail_tf.build_model("mail_rn18", TASKS, (32, 32, 3), width=0.25)) == {}

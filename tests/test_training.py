@@ -103,11 +103,12 @@ def test_run_directory_and_reports(full_run):
 
 def test_bn_settings_reach_nested_layers():
     import mail_tf
+    from mail_tf.layers.walk import sublayers
     from mail_tf.training.trainer import configure_batch_norm
 
     model = mail_tf.build_model("mail_rn18", {"a": 2, "b": 2}, (32, 32, 3), width=0.25)
     configure_batch_norm(model, synchronized=True, momentum=0.9)
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [layer for layer in sublayers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) > 50                  # most live inside ERLA / EMILA blocks
     assert all(n.momentum == 0.9 and n.synchronized for n in norms)
 

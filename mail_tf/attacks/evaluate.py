@@ -25,6 +25,7 @@ from mail_tf.attacks.square import margin_loss, square_attack
 from mail_tf.layers.dropout import MCDropout
 from mail_tf.layers.noise import noise_layers, straight_through_clips
 from mail_tf.layers.random_projection import random_projection_layers, redraw_random_filters
+from mail_tf.layers.walk import sublayers
 
 PROTOCOLS = ("paper", "adaptive")
 ATTACKS = METHODS + ("apgd-ce", "apgd-dlr", "square", "autoattack", "transfer")
@@ -85,7 +86,7 @@ class _Lazy:
 def is_randomized(model):
     """Whether the model's output changes from call to call at inference."""
     return bool(random_projection_layers(model) or noise_layers(model)
-                or any(isinstance(l, MCDropout) for l in model._flatten_layers(include_self=False)))
+                or any(isinstance(l, MCDropout) for l in sublayers(model, include_self=False)))
 
 
 def _objective(model, labels, kind, samples):

@@ -8,7 +8,7 @@ from mail_tf.layers.dct import channel_dct
 from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initializer, sigmoid_gate
 from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
 from mail_tf.layers.residual import GPC_GROUPS, MSGDC
-from mail_tf.layers.serialization import register
+from mail_tf.layers.serialization import register, saved_before
 
 FUSIONS = ("parallel", "cascaded", "mfifa", "emsca")
 
@@ -86,6 +86,7 @@ class MFIFA(keras.layers.Layer):
 
 
 @register
+@saved_before(depthwise_init="keras", rpf_standardize=False)
 class EMSCA(keras.layers.Layer):
     """Efficient multimodal spatial-domain cross attention (Eqs. 10-12); returns A_s (B, 1, 1, C).
 
@@ -97,25 +98,27 @@ class EMSCA(keras.layers.Layer):
     """
 
     def __init__(self, modalities=2, attention_init="paper", depthwise_init="fan_in", rpf_ratio=0.0,
-                 defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
+                 defense_decay=0.0, rpf_std_scale=1.0, rpf_standardize=True, **kwargs):
         super().__init__(**kwargs)
         self.modalities = modalities
         self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
         self.depthwise_init = depthwise_init
-        self.rpf_ratio = rpf_ratio
-        self.defense_decay = defense_decay
-        self.rpf_std_scale = rpf_std_scale
+        self.rpf = dict(rpf_ratio=rpf_ratio, rpf_std_scale=rpf_std_scale, rpf_standardize=rpf_standardize,
+                        defense_decay=defense_decay)
 
     def build(self, input_shape):
         _, _, _, c = _check_modalities(self, input_shape, self.modalities)
-        self.msgdc = MSGDC(c, groups=GPC_GROUPS, use_bias=False, depthwise_init=self.depthwise_init,
-                           rpf_ratio=self.rpf_ratio, defense_decay=self.defense_decay,
-                           rpf_std_scale=self.rpf_std_scale, name="msgdc")
+        self.msgdc = MSGDC(c, groups=GPC_GROUPS, use_bias=False, depthwise_init=self.depthwise_init, name="msgdc",
+                           **self.rpf)
         self.project = keras.layers.Conv2D(c, 1, name="project")
         self.msgdc.build(input_shape[0])
         self.project.build(self.msgdc.compute_output_shape(input_shape[0]))
         self.theta = self.add_weight(name="theta", shape=(self.modalities, c),
                                      initializer=scale_initializer(self.attention_init))
+
+    def scale_tables(self):
+        """theta (modalities, C): a scale vector per modality, never weight-decayed."""
+        return [self.theta]
 
     def squeeze(self, x):
         """S(x) = GAP(g(x)) + GMP(g(x)), kept as a (B, 1, 1, C) map."""
@@ -137,11 +140,11 @@ class EMSCA(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "modalities": self.modalities, "attention_init": self.attention_init,
-                "depthwise_init": self.depthwise_init, "rpf_ratio": self.rpf_ratio,
-                "defense_decay": self.defense_decay, "rpf_std_scale": self.rpf_std_scale}
+                "depthwise_init": self.depthwise_init, **self.rpf}
 
 
 @register
+@saved_before(depthwise_init="keras", rpf_standardize=False)
 class EMCAM(keras.layers.Layer):
     """Efficient multimodal cross-attention module (Eqs. 5, 13). Takes and returns a list of m maps.
 
@@ -161,7 +164,7 @@ class EMCAM(keras.layers.Layer):
 
     def __init__(self, modalities=2, fusion="parallel", attention_init="paper", depthwise_init="fan_in",
                  rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT, defense_decay=0.0, rpf_std_scale=1.0,
-                 **kwargs):
+                 rpf_standardize=True, man_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         if fusion not in FUSIONS:
             raise ValueError(f"EMCAM fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -169,14 +172,14 @@ class EMCAM(keras.layers.Layer):
         self.fusion = fusion
         self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
         self.depthwise_init = depthwise_init
-        self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay, self.rpf_std_scale = (
-            rpf_ratio, man_sigma, man_init, defense_decay, rpf_std_scale)
+        self.rpf = dict(rpf_ratio=rpf_ratio, rpf_std_scale=rpf_std_scale, rpf_standardize=rpf_standardize,
+                        defense_decay=defense_decay)
+        self.man = dict(man_sigma=man_sigma, man_init=man_init, man_decay=man_decay)
         self.mfifa = MFIFA(modalities, attention_init=attention_init, name="mfifa") if fusion != "emsca" else None
-        self.emsca = (EMSCA(modalities, attention_init=attention_init, depthwise_init=depthwise_init,
-                            rpf_ratio=rpf_ratio, defense_decay=defense_decay, rpf_std_scale=rpf_std_scale,
-                            name="emsca")
+        self.emsca = (EMSCA(modalities, attention_init=attention_init, depthwise_init=depthwise_init, name="emsca",
+                            **self.rpf)
                       if fusion != "mfifa" else None)
-        noise = lambda name: AttentionNoise(man_sigma, man_init, defense_decay, name=name) if man_sigma else None
+        noise = lambda name: AttentionNoise(man_sigma, man_init, man_decay, name=name) if man_sigma else None
         self.noise_f = noise("man_f") if self.mfifa is not None else None
         self.noise_s = noise("man_s") if self.emsca is not None else None
         self.noise_m = noise("man_m")
@@ -199,6 +202,10 @@ class EMCAM(keras.layers.Layer):
         for noise in (self.noise_f, self.noise_s, self.noise_m):
             if noise is not None:
                 noise.build((None, 1, 1, c))
+
+    def scale_tables(self):
+        """theta_m (modalities, C): a scale vector per modality, never weight-decayed."""
+        return [self.theta_m]
 
     @staticmethod
     def _noisy(noise, a):
@@ -228,6 +235,4 @@ class EMCAM(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "modalities": self.modalities, "fusion": self.fusion,
-                "attention_init": self.attention_init, "depthwise_init": self.depthwise_init,
-                "rpf_ratio": self.rpf_ratio, "man_sigma": self.man_sigma, "man_init": self.man_init,
-                "defense_decay": self.defense_decay, "rpf_std_scale": self.rpf_std_scale}
+                "attention_init": self.attention_init, "depthwise_init": self.depthwise_init, **self.rpf, **self.man}

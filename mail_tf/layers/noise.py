@@ -6,6 +6,12 @@ and the sum is clipped to [0, 1]. The noise is on in training and at inference a
 defense); only the clip's backward pass can change: `straight_through_clips(model)` makes every MAN
 clip pass the gradient unchanged (BPDA), which an adaptive attacker needs (ROBUSTNESS_EVAL.md §2),
 while the plain clip has zero gradient where it saturates.
+
+delta's `weight_decay` is a decoupled decay (delta <- delta - lr * rate * delta after each step,
+applied by the training step, `mail_tf.training.decay`). Robust-MAIL gives it a rate far weaker than
+the RPF kernels' rho (`build_robust_mail(man_decay=...)`): an L2 term of rho = 1e-2 through Adam
+pulled delta to 0 within a few hundred steps and switched the noise off. The training history logs
+delta's mean and minimum per epoch.
 """
 
 import contextlib
@@ -14,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from mail_tf.layers.serialization import register
+from mail_tf.layers.walk import sublayers
 
 DEFAULT_SIGMA = 0.6   # the notebook's sigma
 DEFAULT_INIT = 0.1    # delta's initial value: our choice (the notebook's delta is a fixed scalar)
@@ -31,14 +38,16 @@ def clip_unit(x, straight_through=False):
 class AttentionNoise(keras.layers.Layer):
     """clip(a + eta * (delta + eta * delta), 0, 1) for an attention map a (B, ..., C).
 
-    delta has one weight per channel (the map's last axis); `weight_decay` puts rho * ||delta||^2
-    into the model's losses (Eq. 17).
+    delta has one weight per channel (the map's last axis), decayed by `weight_decay` (decoupled,
+    see the module docstring).
     """
 
     def __init__(self, sigma=DEFAULT_SIGMA, initial_weight=DEFAULT_INIT, weight_decay=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not sigma > 0:
             raise ValueError(f"{self.name}: the noise sigma must be positive, got {sigma!r}")
+        if not weight_decay >= 0:
+            raise ValueError(f"{self.name}: weight_decay must be >= 0, got {weight_decay!r}")
         self.sigma = sigma
         self.initial_weight = initial_weight
         self.weight_decay = weight_decay
@@ -51,13 +60,16 @@ class AttentionNoise(keras.layers.Layer):
         if channels is None:
             raise ValueError(f"{self.name}: the attention map needs a known channel axis, got {tuple(input_shape)}")
         self.delta = self.add_weight(
-            name="delta", shape=(channels,), initializer=keras.initializers.Constant(self.initial_weight),
-            regularizer=keras.regularizers.L2(self.weight_decay) if self.weight_decay else None)
+            name="delta", shape=(channels,), initializer=keras.initializers.Constant(self.initial_weight))
 
     def call(self, a):
         eta = keras.random.normal(tf.shape(a), stddev=self.sigma, seed=self.seed_generator, dtype=a.dtype)
         delta = tf.cast(self.delta, a.dtype)
         return clip_unit(a + eta * (delta + eta * delta), self.straight_through)
+
+    def decayed_weights(self):
+        """[(variable, rate)] for the training step's decoupled decay."""
+        return [(self.delta, self.weight_decay)] if self.weight_decay else []
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -69,7 +81,7 @@ class AttentionNoise(keras.layers.Layer):
 
 def noise_layers(model):
     """Every MAN layer inside `model` (nested layers included)."""
-    return [l for l in model._flatten_layers(include_self=True, recursive=True) if isinstance(l, AttentionNoise)]
+    return [l for l in sublayers(model) if isinstance(l, AttentionNoise)]
 
 
 @contextlib.contextmanager

@@ -1,24 +1,33 @@
 """Random projection filters (RPF; Dong & Xu, CVPR 2023) for MSGDC's convolutions (MAIL_SPEC §3).
 
 A fraction of a convolution's filters are fixed random Gaussian kernels N(0, (1/k)^2) for kernel
-size k; the rest are trainable. `std_scale` multiplies that std (default 1: the spec's 1/k). Inside
-MSGDC the random channels are mixed with trained ones by the next grouped 1x1 conv before any BN, and
-1/k makes them ~5x larger than trained kernels ever get (measured on a trained Robust-MAIL), so each
-new draw can swamp the learned signal; a scale near 0.2 matches the trained kernels' size. The random kernels live in a non-trainable variable and change only
+size k; the rest are trainable and, as in the RPF code, weight-standardised in every forward pass:
+w / (std(w) per output filter + 1e-5) / k, so both populations have the same scale 1/k. Without
+that, 1/k random filters beside Glorot-initialised trainable ones are ~5x larger (trainable RMS
+0.19 / 0.07 / 0.04 against 1.05 / 0.31 / 0.19 for 1x1 / 3x3 / 5x5), and inside MSGDC the next
+grouped 1x1 conv mixes them before any BN, so each new draw swamps the learned signal.
+`std_scale` multiplies the common std (default 1: the spec's 1/k); `standardize=False` is the
+earlier unstandardised form. The random kernels live in a non-trainable variable and change only
 when `redraw()` is called: Algorithm 2 holds one draw for the k steps of an attack (phase [A]) and
 draws again for the update and for inference ([I]). Draws come from the layer's own
 `keras.random.SeedGenerator`, so a seed (or `keras.utils.set_random_seed` before building)
 reproduces them, and its state is saved with the model's variables.
 
-Weight decay rho (Eq. 17) is an L2 regulariser on the trainable kernels of these layers.
+`weight_decay` is rho of Eq. 17 as the RPF code applies it: decoupled decay of the trainable kernels
+(w <- w - lr * rho * w after each step, what SGD's `weight_decay` does), applied by the training step
+(`mail_tf.training.decay`), not an L2 term through Adam. On standardised kernels it only raises their
+effective learning rate.
 """
+
+import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from mail_tf.layers.conv import GroupedPointwiseConv2D, depthwise_initializer
-from mail_tf.layers.serialization import register
+from mail_tf.layers.serialization import register, saved_before
+from mail_tf.layers.walk import sublayers
 
 
 def _check_ratio(layer, ratio):
@@ -53,24 +62,41 @@ def assembly_order(total, count):
 class _RandomFilters:
     """Shared state of an RPF layer: the seed generator, the random kernel and `redraw`."""
 
-    def _init_random(self, random_ratio, weight_decay, seed, std_scale):
+    def _init_random(self, random_ratio, weight_decay, seed, std_scale, standardize):
         _check_ratio(self, random_ratio)
         if not std_scale > 0:
             raise ValueError(f"{self.name}: std_scale must be positive, got {std_scale!r}")
+        if not weight_decay >= 0:
+            raise ValueError(f"{self.name}: weight_decay must be >= 0, got {weight_decay!r}")
         self.random_ratio = random_ratio
         self.std_scale = std_scale
+        self.standardize = bool(standardize)
         self.weight_decay = weight_decay
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="rpf_seed")
 
     def _add_random_kernel(self, shape, kernel_size):
-        self.random_std = self.std_scale / kernel_size
+        self.random_std = self.std_scale / kernel_size     # of the random filters, and of the standardised ones
         self.random_kernel = self.add_weight(name="random_kernel", shape=shape, initializer="zeros",
                                              trainable=False)
         self.redraw()
 
-    def _regularizer(self):
-        return keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
+    def trainable_kernel(self):
+        """The trainable filters as applied: with `standardize`, each filter (an index of the layer's
+        `filter_axis`) rescaled to std `random_std` over its own weights; else the raw variable."""
+        if not self.standardize:
+            return self.kernel
+        rank = len(self.kernel.shape)
+        axes = [a for a in range(rank) if a != self.filter_axis % rank]
+        if math.prod(self.kernel.shape[a] for a in axes) == 1:
+            scale = tf.abs(self.kernel)   # one weight per filter (a 1x1 conv, one input per group): no std
+        else:
+            scale = tf.math.reduce_std(self.kernel, axis=axes, keepdims=True)
+        return self.kernel / (scale + 1e-5) * self.random_std
+
+    def decayed_weights(self):
+        """[(variable, rate)] for the training step's decoupled decay (rho on the trainable kernel)."""
+        return [(self.kernel, self.weight_decay)] if self.weight_decay else []
 
     def redraw(self):
         """Draw new random kernels (one Algorithm 2 phase); they stay fixed until the next call."""
@@ -80,21 +106,25 @@ class _RandomFilters:
 
     def _random_config(self):
         return {"random_ratio": self.random_ratio, "weight_decay": self.weight_decay, "seed": self.seed,
-                "std_scale": self.std_scale}
+                "std_scale": self.std_scale, "standardize": self.standardize}
 
 
 @register
+@saved_before(standardize=False)
 class RandomProjectionPointwiseConv2D(_RandomFilters, GroupedPointwiseConv2D):
-    """Grouped 1x1 convolution with round(ratio * filters) random filters (std 1/k = 1).
+    """Grouped 1x1 convolution with round(ratio * filters) random filters (std 1/k = 1) and the rest
+    trainable, standardised per output filter to the same std.
 
     The random filters sit at evenly spread output positions, so they fall into every group (or
     every other group, and so on, when there are fewer of them than groups).
     """
 
+    filter_axis = -1   # the kernel is (1, 1, C_in / groups, filters)
+
     def __init__(self, filters, groups=1, random_ratio=0.25, weight_decay=0.0, seed=None, std_scale=1.0,
-                 **kwargs):
+                 standardize=True, **kwargs):
         super().__init__(filters, groups=groups, **kwargs)
-        self._init_random(random_ratio, weight_decay, seed, std_scale)
+        self._init_random(random_ratio, weight_decay, seed, std_scale, standardize)
         self.random_filters = random_count(filters, random_ratio)
         self._order = assembly_order(filters, self.random_filters)
 
@@ -107,13 +137,13 @@ class RandomProjectionPointwiseConv2D(_RandomFilters, GroupedPointwiseConv2D):
         cin = channels // self.groups
         self.kernel = self.add_weight(
             name="kernel", shape=(1, 1, cin, self.filters - self.random_filters),
-            initializer=self.kernel_initializer, regularizer=self._regularizer())
+            initializer=self.kernel_initializer)
         self._add_random_kernel((1, 1, cin, self.random_filters), kernel_size=1)
         self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
                      if self.use_bias else None)
 
     def compact_kernel(self):
-        return tf.gather(tf.concat([self.kernel, self.random_kernel], axis=-1), self._order, axis=-1)
+        return tf.gather(tf.concat([self.trainable_kernel(), self.random_kernel], axis=-1), self._order, axis=-1)
 
     def get_config(self):
         config = super().get_config()
@@ -122,15 +152,19 @@ class RandomProjectionPointwiseConv2D(_RandomFilters, GroupedPointwiseConv2D):
 
 
 @register
+@saved_before(standardize=False, depthwise_init="keras")
 class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
     """Depthwise k x k convolution ('same' padding) in which round(ratio * C) evenly spread input
-    channels use random kernels with std 1/k; the bias stays trainable for every channel. The
-    trainable kernels start as `depthwise_init` says (`mail_tf.layers.conv.DEPTHWISE_INITS`)."""
+    channels use random kernels with std 1/k and the others trainable kernels standardised per
+    channel to the same std; the bias stays trainable for every channel. The trainable kernels
+    start as `depthwise_init` says (`mail_tf.layers.conv.DEPTHWISE_INITS`)."""
+
+    filter_axis = 2    # the kernel is (k, k, C, 1): channel c's filter is [:, :, c, 0]
 
     def __init__(self, kernel_size, strides=1, use_bias=True, random_ratio=0.25, weight_decay=0.0,
-                 seed=None, std_scale=1.0, depthwise_init="fan_in", **kwargs):
+                 seed=None, std_scale=1.0, depthwise_init="fan_in", standardize=True, **kwargs):
         super().__init__(**kwargs)
-        self._init_random(random_ratio, weight_decay, seed, std_scale)
+        self._init_random(random_ratio, weight_decay, seed, std_scale, standardize)
         self.kernel_size = kernel_size
         self.strides = strides
         self.use_bias = use_bias
@@ -146,7 +180,7 @@ class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
         self.random_channels = random_count(channels, self.random_ratio)
         self._order = assembly_order(channels, self.random_channels)
         self.kernel = self.add_weight(name="kernel", shape=(k, k, channels - self.random_channels, 1),
-                                      initializer=self._initializer, regularizer=self._regularizer())
+                                      initializer=self._initializer)
         self._add_random_kernel((k, k, self.random_channels, 1), kernel_size=k)
         self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros") if self.use_bias else None
 
@@ -160,7 +194,7 @@ class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
 
     def full_kernel(self):
         """The (k, k, C, 1) depthwise kernel this layer applies."""
-        return tf.gather(tf.concat([self.kernel, self.random_kernel], axis=2), self._order, axis=2)
+        return tf.gather(tf.concat([self.trainable_kernel(), self.random_kernel], axis=2), self._order, axis=2)
 
     def flops(self, input_shape):
         b, h, w, c = input_shape
@@ -178,7 +212,7 @@ class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
 
 def random_projection_layers(model):
     """Every RPF layer inside `model` (nested layers included)."""
-    return [l for l in model._flatten_layers(include_self=True, recursive=True) if isinstance(l, _RandomFilters)]
+    return [l for l in sublayers(model) if isinstance(l, _RandomFilters)]
 
 
 def redraw_random_filters(model):

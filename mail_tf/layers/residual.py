@@ -8,7 +8,7 @@ from mail_tf.layers.conv import ChannelShuffle, GroupedPointwiseConv2D, depthwis
 from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initializer, sigmoid_gate
 from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
 from mail_tf.layers.random_projection import RandomProjectionDepthwiseConv2D, RandomProjectionPointwiseConv2D
-from mail_tf.layers.serialization import register
+from mail_tf.layers.serialization import register, saved_before
 
 GPC_GROUPS = 16      # groups of the group point-wise conv in MSGDC (notebook)
 SHUFFLE_GROUPS = 16  # channel shuffle groups in EMILA (notebook)
@@ -23,6 +23,7 @@ def _check_rank4(layer, shape):
 
 
 @register
+@saved_before(depthwise_init="keras", rpf_standardize=False)
 class MSGDC(keras.layers.Layer):
     """Multi-scale group depth-wise convolution (Eq. 2): [GPC(x), DWC3(x), DWC5(x)] on channels.
 
@@ -31,11 +32,13 @@ class MSGDC(keras.layers.Layer):
     The depth-wise kernels start as `depthwise_init` says ("fan_in": std 1/k; "keras": Keras's
     glorot, ~sqrt(C_in) smaller; `mail_tf.layers.conv.DEPTHWISE_INITS`).
     Robust-MAIL (Eq. 20): with rpf_ratio > 0 that fraction of the GPC filters and of the depth-wise
-    channels are random projection filters, their trainable kernels decayed by `defense_decay`.
+    channels are random projection filters; the trainable kernels beside them are weight-standardised
+    (`rpf_standardize`) and decayed by `defense_decay` (`mail_tf.layers.random_projection`).
     """
 
     def __init__(self, filters, strides=1, groups=GPC_GROUPS, kernel_sizes=(3, 5), use_bias=True,
-                 depthwise_init="fan_in", rpf_ratio=0.0, defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
+                 depthwise_init="fan_in", rpf_ratio=0.0, defense_decay=0.0, rpf_std_scale=1.0,
+                 rpf_standardize=True, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
@@ -46,13 +49,13 @@ class MSGDC(keras.layers.Layer):
         self.rpf_ratio = rpf_ratio
         self.defense_decay = defense_decay
         self.rpf_std_scale = rpf_std_scale
+        self.rpf_standardize = rpf_standardize
         if rpf_ratio:
-            self.pointwise = RandomProjectionPointwiseConv2D(
-                filters, groups=groups, strides=strides, use_bias=use_bias, random_ratio=rpf_ratio,
-                weight_decay=defense_decay, std_scale=rpf_std_scale, name="gpc")
-            self.depthwise = [RandomProjectionDepthwiseConv2D(
-                k, strides=strides, use_bias=use_bias, random_ratio=rpf_ratio, weight_decay=defense_decay,
-                std_scale=rpf_std_scale, depthwise_init=depthwise_init, name=f"dwc{k}") for k in self.kernel_sizes]
+            rpf = dict(random_ratio=rpf_ratio, weight_decay=defense_decay, std_scale=rpf_std_scale,
+                       standardize=rpf_standardize, strides=strides, use_bias=use_bias)
+            self.pointwise = RandomProjectionPointwiseConv2D(filters, groups=groups, name="gpc", **rpf)
+            self.depthwise = [RandomProjectionDepthwiseConv2D(k, depthwise_init=depthwise_init, name=f"dwc{k}", **rpf)
+                              for k in self.kernel_sizes]
         else:
             self.pointwise = GroupedPointwiseConv2D(filters, groups=groups, strides=strides,
                                                     use_bias=use_bias, name="gpc")
@@ -78,10 +81,11 @@ class MSGDC(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
                 "groups": self.groups, "kernel_sizes": list(self.kernel_sizes), "use_bias": self.use_bias,
                 "depthwise_init": self.depthwise_init, "rpf_ratio": self.rpf_ratio, "defense_decay": self.defense_decay,
-                "rpf_std_scale": self.rpf_std_scale}
+                "rpf_std_scale": self.rpf_std_scale, "rpf_standardize": self.rpf_standardize}
 
 
 @register
+@saved_before(pools="notebook", renamed={"defense_decay": "man_decay"})
 class ChannelAttention(keras.layers.Layer):
     """CA (Eq. 4): y * sigmoid(theta * Dense(C)(ReLU(Dense(C/r)(z)))).
 
@@ -91,19 +95,20 @@ class ChannelAttention(keras.layers.Layer):
     64 px and above (docs/TRAINABILITY.md), so it is a compatibility option only.
     attention_init="paper" (default) starts theta at 1; "neutral" at 0, so the map starts at a
     uniform 0.5 with the full sigmoid slope (see `mail_tf.layers.gates`).
-    Robust-MAIL (Eq. 21): with man_sigma > 0, modulated attention noise is added to the map.
+    Robust-MAIL (Eq. 21): with man_sigma > 0, modulated attention noise is added to the map (its
+    delta decayed by `man_decay`).
     """
 
     def __init__(self, reduction=4, pools="paper", attention_init="paper", man_sigma=0.0, man_init=DEFAULT_INIT,
-                 defense_decay=0.0, **kwargs):
+                 man_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         self.reduction = reduction
         self.pools = check_choice("pools", pools, CA_POOLS)
         self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
         self.man_sigma = man_sigma
         self.man_init = man_init
-        self.defense_decay = defense_decay
-        self.noise = (AttentionNoise(man_sigma, man_init, defense_decay, name="man") if man_sigma else None)
+        self.man_decay = man_decay
+        self.noise = (AttentionNoise(man_sigma, man_init, man_decay, name="man") if man_sigma else None)
 
     def build(self, input_shape):
         _check_rank4(self, input_shape)
@@ -142,25 +147,24 @@ class ChannelAttention(keras.layers.Layer):
 
 
 @register
+@saved_before(ca_pools="notebook", depthwise_init="keras", rpf_standardize=False)
 class EMILA(keras.layers.Layer):
     """EMILA (Eq. 3, notebook form): ReLU(BN(Conv1x1_s(x)) + CA(BN(Fuse(Shuffle(MSGDC_s(x))))))."""
 
     def __init__(self, filters, strides=1, ca_pools="paper", attention_init="paper", depthwise_init="fan_in",
                  rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT, defense_decay=0.0, rpf_std_scale=1.0,
-                 **kwargs):
+                 rpf_standardize=True, man_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
         self.ca_pools, self.attention_init, self.depthwise_init = ca_pools, attention_init, depthwise_init
-        self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay, self.rpf_std_scale = (
-            rpf_ratio, man_sigma, man_init, defense_decay, rpf_std_scale)
-        self.msgdc = MSGDC(filters, strides=strides, depthwise_init=depthwise_init, rpf_ratio=rpf_ratio,
-                           defense_decay=defense_decay, rpf_std_scale=rpf_std_scale, name="msgdc")
+        _set_defense(self, rpf_ratio, rpf_std_scale, rpf_standardize, defense_decay, man_sigma, man_init, man_decay)
+        self.msgdc = MSGDC(filters, strides=strides, depthwise_init=depthwise_init, name="msgdc",
+                           **_rpf_config(self))
         self.shuffle = ChannelShuffle(SHUFFLE_GROUPS, name="shuffle")
         self.fuse = GroupedPointwiseConv2D(filters, groups=FUSE_GROUPS, name="fuse")
         self.fuse_bn = keras.layers.BatchNormalization(name="fuse_bn")
-        self.ca = ChannelAttention(pools=ca_pools, attention_init=attention_init, man_sigma=man_sigma,
-                                   man_init=man_init, defense_decay=defense_decay, name="ca")
+        self.ca = ChannelAttention(pools=ca_pools, attention_init=attention_init, name="ca", **_man_config(self))
         self.residual = keras.layers.Conv2D(filters, 1, strides=strides, name="residual")
         self.residual_bn = keras.layers.BatchNormalization(name="residual_bn")
 
@@ -196,13 +200,26 @@ def _attention_config(layer):
             "depthwise_init": layer.depthwise_init}
 
 
+def _set_defense(layer, rpf_ratio, rpf_std_scale, rpf_standardize, defense_decay, man_sigma, man_init, man_decay):
+    layer.rpf_ratio, layer.rpf_std_scale, layer.rpf_standardize, layer.defense_decay = (
+        rpf_ratio, rpf_std_scale, rpf_standardize, defense_decay)
+    layer.man_sigma, layer.man_init, layer.man_decay = man_sigma, man_init, man_decay
+
+
+def _rpf_config(layer):
+    """A layer's random projection filter settings, as MSGDC takes them."""
+    return {"rpf_ratio": layer.rpf_ratio, "rpf_std_scale": layer.rpf_std_scale,
+            "rpf_standardize": layer.rpf_standardize, "defense_decay": layer.defense_decay}
+
+
 def _man_config(layer):
-    return {"man_sigma": layer.man_sigma, "man_init": layer.man_init, "defense_decay": layer.defense_decay}
+    """A layer's modulated attention noise settings, as ChannelAttention takes them."""
+    return {"man_sigma": layer.man_sigma, "man_init": layer.man_init, "man_decay": layer.man_decay}
 
 
 def _defense_config(layer):
-    """Robust-MAIL settings of a block (all zero: plain MAIL)."""
-    return {"rpf_ratio": layer.rpf_ratio, "rpf_std_scale": layer.rpf_std_scale, **_man_config(layer)}
+    """Robust-MAIL settings of a block (rates and ratio zero: plain MAIL)."""
+    return {**_rpf_config(layer), **_man_config(layer)}
 
 
 class _Residual(keras.layers.Layer):
@@ -241,6 +258,7 @@ class _Residual(keras.layers.Layer):
 
 
 @register
+@saved_before(ca_pools="notebook", depthwise_init="keras", zero_init_residual=False, rpf_standardize=False)
 class ERLA(_Residual):
     """ERLA (Eq. 1, notebook form): ReLU(shortcut(x) + BN(PW(EMILA_1(ReLU(BN(EMILA_s(x))))))).
 
@@ -252,12 +270,11 @@ class ERLA(_Residual):
 
     def __init__(self, filters, strides=1, projection=False, ca_pools="paper", attention_init="paper",
                  depthwise_init="fan_in", zero_init_residual=True, rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT,
-                 defense_decay=0.0, rpf_std_scale=1.0, **kwargs):
+                 defense_decay=0.0, rpf_std_scale=1.0, rpf_standardize=True, man_decay=0.0, **kwargs):
         super().__init__(filters, strides, projection, shortcut_bias=True, **kwargs)
         self.ca_pools, self.attention_init, self.depthwise_init = ca_pools, attention_init, depthwise_init
         self.zero_init_residual = zero_init_residual
-        self.rpf_ratio, self.man_sigma, self.man_init, self.defense_decay, self.rpf_std_scale = (
-            rpf_ratio, man_sigma, man_init, defense_decay, rpf_std_scale)
+        _set_defense(self, rpf_ratio, rpf_std_scale, rpf_standardize, defense_decay, man_sigma, man_init, man_decay)
         settings = {**_attention_config(self), **_defense_config(self)}
         self.emila1 = EMILA(filters, strides=strides, name="emila1", **settings)
         self.bn1 = keras.layers.BatchNormalization(name="bn1")

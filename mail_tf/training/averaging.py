@@ -12,10 +12,12 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from mail_tf.layers.walk import sublayers
+
 
 def averaged_variables(model):
     """The model variables the average covers: trainable ones and BN moving statistics."""
-    stats = [v for layer in model._flatten_layers(include_self=False)
+    stats = [v for layer in sublayers(model, include_self=False)
              if isinstance(layer, keras.layers.BatchNormalization)
              for v in (layer.moving_mean, layer.moving_variance)]
     return list(model.trainable_variables) + stats

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from mail_tf.attacks.gradient import sign_attack, tmtl_objective
 from mail_tf.layers.random_projection import random_projection_layers, redraw_random_filters
+from mail_tf.training.decay import apply_decoupled_decay, self_decayed
 from mail_tf.training.losses import tmtl_loss
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -19,7 +20,9 @@ def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, stra
 
     images/labels are a batch as the data pipeline yields it, or its distributed version under
     `strategy`. penalty: optional callable () -> scalar added to the loss (e.g. L2 on kernels);
-    the model's own `losses` (e.g. Robust-MAIL's rho terms) are always added.
+    the model's own `losses` are always added, and the decoupled decay its layers ask for
+    (Robust-MAIL's rho on the trainable RPF kernels, MAN's delta; `mail_tf.training.decay`) is
+    applied after every optimiser step.
 
     adversarial: a `SignAttack` for adversarial training (Algorithm 2): each batch is replaced by
     X* crafted against the model in inference mode, and the update is on
@@ -33,6 +36,7 @@ def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, stra
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
     randomized = bool(random_projection_layers(model))
+    decays = self_decayed(model)
 
     def replica_craft(images, labels):
         ctx = tf.distribute.get_replica_context()
@@ -70,6 +74,7 @@ def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, stra
             if randomized:
                 redraw_random_filters(model)              # [I]
         loss = strategy.reduce(SUM, strategy.run(replica_step, args=(train_images, labels, images)), axis=None)
+        apply_decoupled_decay(decays, optimizer.learning_rate)
         if average is not None:
             average.update(optimizer.iterations)
         return loss

@@ -27,11 +27,14 @@ import numpy as np
 import tensorflow as tf
 
 from mail_tf import data as mdata
+from mail_tf.layers.noise import noise_layers
+from mail_tf.layers.walk import sublayers
 from mail_tf.models.mail import MIN_IMAGE_SIZE
 from mail_tf.models.registry import PRESETS, build_model
 from mail_tf.training import checkpoint
 from mail_tf.training.averaging import WeightAverage
 from mail_tf.training.config import TrainConfig
+from mail_tf.training.decay import decayed_kernels
 from mail_tf.training.metrics import classification_metrics, cross_entropy
 from mail_tf.training.report import plot_history
 from mail_tf.training.step import make_distributed_predict_fn, make_train_step
@@ -89,7 +92,10 @@ def prepare_run_dir(output_dir, config, resume=False, overwrite=False):
     return out
 
 
-def make_optimizer(config):
+def make_optimizer(config, model):
+    """The optimiser of `config`; its decoupled `weight_decay` acts on `decay.decayed_kernels(model)`
+    only (kernels, chosen by rank: never BN, biases, attention scales, or Robust-MAIL's self-decayed
+    weights)."""
     kwargs = dict(learning_rate=config.learning_rate)
     if config.weight_decay:
         kwargs["weight_decay"] = config.weight_decay
@@ -99,8 +105,9 @@ def make_optimizer(config):
         optimizer = keras.optimizers.AdamW(**{"weight_decay": 0.0, **kwargs})
     else:
         optimizer = keras.optimizers.Adam(**kwargs)
-    if config.weight_decay:      # decoupled decay on kernels only, not on BN, biases or attention scalars
-        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "theta"])
+    if config.weight_decay:
+        kernels = {id(v) for v in decayed_kernels(model)}
+        optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if id(v) not in kernels])
     if config.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -115,7 +122,7 @@ def make_strategy(name):
 def configure_batch_norm(model, synchronized=False, momentum=None):
     """Training-time BN settings: statistics over the global batch (the same numbers as on one
     device) and the moving-average momentum (None keeps the model's)."""
-    for layer in model._flatten_layers(include_self=False):
+    for layer in sublayers(model, include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = layer.synchronized or synchronized
             if momentum is not None:
@@ -123,7 +130,8 @@ def configure_batch_norm(model, synchronized=False, momentum=None):
 
 
 def l2_penalty(model, factor):
-    kernels = [v for v in model.trainable_variables if v.path.endswith("kernel")]
+    """factor * the summed squares of `decay.decayed_kernels(model)` (the coupled `--l2`)."""
+    kernels = decayed_kernels(model)
     return lambda: factor * tf.add_n([tf.reduce_sum(tf.square(tf.cast(k, tf.float32))) for k in kernels])
 
 
@@ -202,7 +210,7 @@ class Trainer:
             except TypeError as e:
                 raise RunError(f"model_options {config.model_options} do not fit {config.model}: {e}") from None
             configure_batch_norm(self.model, self.strategy.num_replicas_in_sync > 1, config.bn_momentum)
-            self.optimizer = make_optimizer(config)
+            self.optimizer = make_optimizer(config, self.model)
             self.optimizer.build(self.model.trainable_variables)
             self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         penalty = l2_penalty(self.model, config.l2) if config.l2 else None
@@ -277,10 +285,13 @@ class Trainer:
             record = {"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss,
                       "learning_rate": float(self.optimizer.learning_rate), "train_seconds": train_time,
                       "val": {t: _summary(v) for t, v in val.items()}}
+            record.update(noise_weights(self.model))
             state.history.append(record)
             self._set_learning_rate(state.learning_rate)
             self.log(f"  train loss {record['train_loss']:.4f}  val loss {val_loss:.4f}  " + "  ".join(
                 f"{t} acc {v['accuracy']:.3f} auc {_fmt(v['auc'])}" for t, v in val.items())
+                + (f"  MAN delta mean {record['man_delta']['mean']:.3g} min {record['man_delta']['min']:.3g}"
+                   if "man_delta" in record else "")
                 + f"  ({train_time:.0f} s){'  *best*' if improved else ''}")
             with writer.as_default(step=epoch):
                 tf.summary.scalar("loss/train", record["train_loss"])
@@ -302,6 +313,16 @@ class Trainer:
     def _validated_weights(self):
         """The weights an epoch is judged and kept by: the average's with --ema_decay, else the model's."""
         return self.average.applied() if self.average is not None else contextlib.nullcontext()
+
+
+def noise_weights(model):
+    """{"man_delta": {mean, min, max}} over every MAN delta of `model` ({} without MAN): whether the
+    noise is still alive (delta -> 0 switches it off)."""
+    deltas = [layer.delta.numpy().ravel() for layer in noise_layers(model)]
+    if not deltas:
+        return {}
+    values = np.concatenate(deltas)
+    return {"man_delta": {"mean": float(values.mean()), "min": float(values.min()), "max": float(values.max())}}
 
 
 def _summary(metrics):

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# MAIL-RN18 vs the plain pair, same budget, 3 seeds: HAM10000 + Nickparvar brain MRI (../shared/data)
+# at 32 px, 3 epochs, batch 32, Adam 1e-3 with a cosine schedule, BN momentum 0.9, random
+# rotation/translation (no 4x paper augmentation). Resumable: a finished run is skipped, an
+# interrupted one continues.
+set -u
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+DATA=${DATA:-../shared/data}
+for seed in 0 1 2; do
+  for model in mail_rn18 resnet18_pair; do
+    out=results/trainability/ham_mri32/$model-s$seed
+    [ -f "$out/metrics.json" ] && continue
+    resume=""; [ -f "$out/config.json" ] && resume="--resume"
+    $PY -m experiments.train --dataset ham10000_brainmri --data_dir "$DATA" --model $model --image_size 32 \
+      --epochs 3 --batch_size 32 --learning_rate 1e-3 --lr_schedule cosine --bn_momentum 0.9 \
+      --nopaper_augment --random_augment --early_stopping_patience 0 --seed $seed --output_dir $out $resume
+  done
+done
