@@ -1,7 +1,7 @@
 """Robust accuracy of a trained model under l-inf attacks, per task and protocol, with sanity checks.
 
   python -m experiments.robust_eval --model runs/medmnist-robust_mail --attack pgd
-  python -m experiments.robust_eval --model RUN --attack autoattack --num_samples 200 --json r.json
+  python -m experiments.robust_eval --model RUN --attack autoattack-lite --num_samples 200 --json r.json
   python -m experiments.robust_eval --model RUN --attack transfer --surrogate runs/other
   python -m experiments.robust_eval --model RUN --eps_sweep --iters_sweep --protocol paper
 
@@ -9,9 +9,12 @@
 experiment, image size and splits are reused. Protocols (ROBUSTNESS_EVAL.md): `paper` (one draw
 while crafting, a fresh one to classify) and `adaptive` (EOT over --eot draws per step,
 straight-through clips, accuracy as the mean over --draws classification draws and by majority
-vote); `both` (default) reports them side by side. Attacks: fgsm, bim, pgd, mim, apgd-ce, apgd-dlr,
-square, autoattack (APGD-CE + APGD-DLR + Square; under the adaptive protocol the `rand` version,
-APGD with EOT), transfer (PGD crafted on --surrogate, classified by --model).
+vote); `both` (default) reports them side by side — for a model with no randomness at inference
+(no RPF, MAN or MC dropout) they are the same numbers, computed once. Attacks: fgsm, bim, pgd, mim,
+apgd-ce, apgd-dlr, square, autoattack-lite (APGD-CE + APGD-DLR + Square: not the standard AutoAttack,
+which adds APGD-T and FAB-T; `autoattack` is its old spelling; under the adaptive protocol APGD with
+EOT), transfer (PGD crafted on --surrogate, classified by --model). The objective (--loss) is the
+scored task's own loss by default; `tmtl`, every head's summed loss, is the paper's protocol.
 Writes a table to stdout, --json, and a markdown report (and sweep plot) beside the JSON.
 """
 
@@ -27,7 +30,9 @@ from absl import app, flags, logging  # noqa: E402
 
 from experiments.cli import number_list  # noqa: E402
 
-ATTACK_NAMES = ["fgsm", "bim", "pgd", "mim", "apgd-ce", "apgd-dlr", "square", "autoattack", "transfer"]
+ATTACK_NAMES = ["fgsm", "bim", "pgd", "mim", "apgd-ce", "apgd-dlr", "square", "autoattack-lite", "transfer",
+                "autoattack"]   # the old spelling of autoattack-lite
+SANITY_SHARE = 0.2   # by default the sanity checks cost at most this share of the main attack
 EPS_SWEEP = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1]
 ITERS_SWEEP = [10, 20, 50, 100]
 
@@ -40,9 +45,9 @@ flags.DEFINE_enum("attack", "pgd", ATTACK_NAMES, "Attack.")
 flags.DEFINE_enum("protocol", "both", ["paper", "adaptive", "both"], "Evaluation protocol.")
 flags.DEFINE_float("eps", 4 / 255, "l-inf radius per modality, in [0, 1] pixel units.")
 flags.DEFINE_float("step", None, "Step size of FGSM/BIM/PGD/MIM (default eps / 4; fgsm: eps).")
-flags.DEFINE_integer("iters", None, "Attack iterations (default 10; APGD and AutoAttack 100).")
-flags.DEFINE_enum("loss", "tmtl", ["tmtl", "task"], "Objective: the TMTL loss of every head (the paper's), or "
-                  "the loss of the task being scored (stronger per task).")
+flags.DEFINE_integer("iters", None, "Attack iterations (default 10; APGD and autoattack-lite 100).")
+flags.DEFINE_enum("loss", "task", ["task", "tmtl"], "Objective: the loss of the task being scored (default), or "
+                  "tmtl: the summed loss of every head (the paper's protocol; it can spare one task).")
 flags.DEFINE_integer("restarts", 1, "Random restarts; a sample is robust only if it survives all.")
 flags.DEFINE_integer("queries", 1000, "Square's query budget per image.")
 flags.DEFINE_integer("eot", 20, "Adaptive protocol: draws averaged per gradient step (EOT).")
@@ -57,7 +62,9 @@ flags.DEFINE_bool("iters_sweep", False, "Also sweep the iterations over 10, 20, 
 flags.DEFINE_list("sweep_eps", [str(e) for e in EPS_SWEEP], "The eps values of --eps_sweep.")
 flags.DEFINE_list("sweep_iters", [str(k) for k in ITERS_SWEEP], "The iteration counts of --iters_sweep.")
 flags.DEFINE_bool("sanity", True, "Run the sanity checks of ROBUSTNESS_EVAL.md on a subset.")
-flags.DEFINE_integer("sanity_samples", 64, "Images per task for the sanity checks.")
+flags.DEFINE_integer("sanity_samples", None, "Images per task for the sanity checks (default: as many as cost "
+                     f"at most {SANITY_SHARE:.0%} of the main attack).")
+flags.DEFINE_bool("sanity_square", False, "Also check that Square does not beat the white-box attack (slow).")
 flags.DEFINE_string("json", None, "Write the results to this JSON file (and a .md report beside it).")
 flags.DEFINE_alias("eps-sweep", "eps_sweep")
 flags.DEFINE_alias("iters-sweep", "iters_sweep")
@@ -97,21 +104,45 @@ def format_table(protocols):
     return "\n".join(lines)
 
 
-def sanity_checks(evaluate, spec, main, protocol, log):
-    """ROBUSTNESS_EVAL.md's checks on a subset; returns [{check, passed, detail}]."""
+SANITY_EPS_ITERS = 10      # PGD at eps 0.5 with step 0.05: ten steps cross the whole ball
+
+
+def attack_cost(spec, protocol="paper"):
+    """Forward+backward passes per image of `spec` (a Square query counted as a third of one)."""
+    per = {"square": spec.queries / 3}
+    return spec.restarts * sum(per.get(name, spec.iters) for name in spec.components(protocol))
+
+
+def sanity_base(spec):
+    """The white-box attack the checks run: the main one, or PGD for Square, transfer and autoattack-lite."""
+    import dataclasses
+
+    gradient = spec.name not in ("square", "transfer", "autoattack-lite")
+    return dataclasses.replace(spec, name=spec.name if gradient else "pgd", iters=max(spec.iters if gradient else 10, 10),
+                               restarts=1)
+
+
+def sanity_samples(spec, count, square=False):
+    """Images per task whose sanity checks cost at most SANITY_SHARE of attacking `count` images."""
+    base = sanity_base(spec)
+    cost = SANITY_EPS_ITERS + 3 * base.iters + (spec.queries / 3 if square else 0)
+    return max(1, min(count, int(SANITY_SHARE * count * attack_cost(spec) / cost)))
+
+
+def sanity_checks(evaluate, spec, main, protocol, log, square=False):
+    """ROBUSTNESS_EVAL.md's checks on a subset; returns [{check, passed, detail}]. `main` is the main
+    attack's result (the loss check reads it); `evaluate(spec, protocol)` runs on the subset."""
     import dataclasses
 
     checks = []
     tasks = list(main)
-    # 1. The attack raises its loss.
+    # 1. The attack raises its loss (on the main run: no extra cost).
     rises = {t: main[t]["loss_adversarial"] > main[t]["loss_clean"] for t in tasks}
     checks.append({"check": "the attack increases the loss", "passed": all(rises.values()),
                    "detail": {t: [round(main[t]["loss_clean"], 4), round(main[t]["loss_adversarial"], 4)] for t in tasks}})
-    gradient = spec.name not in ("square", "transfer")
-    base = dataclasses.replace(spec, name="pgd" if not gradient or spec.name == "autoattack" else spec.name,
-                               iters=max(spec.iters if gradient else 10, 10))
+    base = sanity_base(spec)
     # 2. A huge eps leaves (almost) nothing.
-    big = evaluate(dataclasses.replace(base, eps=0.5, step=0.05, iters=20), protocol)
+    big = evaluate(dataclasses.replace(base, name="pgd", eps=0.5, step=0.05, iters=SANITY_EPS_ITERS), protocol)
     worst = max(big[t]["robust_accuracy"] for t in tasks)
     checks.append({"check": "robust accuracy falls to ~0 at eps = 0.5", "passed": worst <= 0.05,
                    "detail": {t: big[t]["robust_accuracy"] for t in tasks}})
@@ -121,11 +152,12 @@ def sanity_checks(evaluate, spec, main, protocol, log):
                    "passed": all(many[t]["robust_accuracy"] <= few[t]["robust_accuracy"] + 0.02 for t in tasks),
                    "detail": {t: [few[t]["robust_accuracy"], many[t]["robust_accuracy"]] for t in tasks}})
     # 4. Gradient-free Square must not beat the white-box attack (else gradients are masked).
-    square = evaluate(dataclasses.replace(base, name="square"), protocol)
-    checks.append({"check": "Square (gradient-free) does not beat the white-box attack",
-                   "passed": all(square[t]["robust_accuracy"] >= few[t]["robust_accuracy"] - 0.02 for t in tasks),
-                   "detail": {t: {"square": square[t]["robust_accuracy"], base.name: few[t]["robust_accuracy"]}
-                              for t in tasks}})
+    if square:
+        square = evaluate(dataclasses.replace(base, name="square"), protocol)
+        checks.append({"check": "Square (gradient-free) does not beat the white-box attack",
+                       "passed": all(square[t]["robust_accuracy"] >= few[t]["robust_accuracy"] - 0.02 for t in tasks),
+                       "detail": {t: {"square": square[t]["robust_accuracy"], base.name: few[t]["robust_accuracy"]}
+                                  for t in tasks}})
     for c in checks:
         log(f"  sanity: {'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}")
         if not c["passed"]:
@@ -135,12 +167,32 @@ def sanity_checks(evaluate, spec, main, protocol, log):
     return checks
 
 
+def check_flags():
+    """Every numeric flag in range, before anything loads: one line naming the flag and the range."""
+    bounds = [("iters", FLAGS.iters, 1, None, True), ("num_samples", FLAGS.num_samples, 1, None, True),
+              ("batch_size", FLAGS.batch_size, 1, None, False), ("eps", FLAGS.eps, 0.0, 1.0, False),
+              ("restarts", FLAGS.restarts, 1, None, False), ("queries", FLAGS.queries, 1, None, False),
+              ("eot", FLAGS.eot, 1, None, False), ("draws", FLAGS.draws, 1, None, False),
+              ("sanity_samples", FLAGS.sanity_samples, 1, None, True)]
+    for name, value, low, high, optional in bounds:
+        if value is None and optional:
+            continue
+        if value is None or value < low or (high is not None and value > high):
+            expected = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise ValueError(f"--{name}={value}: expected {expected}")
+    if FLAGS.step is not None and not FLAGS.step > 0:
+        raise ValueError(f"--step={FLAGS.step}: expected a positive step size")
+
+
 def markdown_report(results):
     lines = [f"# Robustness of `{results['model']}` ({results['model_name']})", "",
              f"- data: {results['dataset']}, split {results['split']}, image size {results['image_size']}",
              f"- attack: {results['attack']['label']}; perturbed: {results['perturbed']}",
              f"- randomised model: {results['randomized']}; adaptive protocol: EOT {results['eot']}, "
-             f"{results['draws']} classification draws", f"- seed {results['seed']}", "",
+             f"{results['draws']} classification draws", f"- seed {results['seed']}"]
+    if "note" in results:
+        lines.append(f"- {results['note']}")
+    lines += ["",
              "| protocol | task | n | clean | robust | robust (majority vote) |", "|---|---|---|---|---|---|"]
     for protocol, per_task in results["protocols"].items():
         for task, r in per_task.items():
@@ -172,7 +224,13 @@ def main(argv):
     from mail_tf import data as mdata
     from mail_tf.attacks.evaluate import AttackSpec, is_randomized, robust_accuracy
 
-    iters = FLAGS.iters or (100 if FLAGS.attack.startswith("apgd") or FLAGS.attack == "autoattack" else 10)
+    try:
+        check_flags()
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    if FLAGS.attack == "autoattack":
+        print("note: --attack autoattack is now called autoattack-lite (APGD-CE + APGD-DLR + Square)", flush=True)
+    iters = FLAGS.iters or (100 if FLAGS.attack.startswith(("apgd", "autoattack")) else 10)
     try:
         spec = AttackSpec(FLAGS.attack, FLAGS.eps, FLAGS.step, iters, FLAGS.restarts, FLAGS.queries, FLAGS.loss)
         sweep_eps = number_list("--sweep_eps", FLAGS.sweep_eps, float, lambda e: e >= 0, "numbers >= 0")
@@ -204,12 +262,17 @@ def main(argv):
         return robust_accuracy(model, datasets, s, protocol, FLAGS.eot, FLAGS.draws, FLAGS.seed, limit,
                                surrogate, perturb, log=None if quiet else log)
 
-    results = {"model": str(FLAGS.model), "model_name": config.model, "randomized": is_randomized(model),
+    randomized = is_randomized(model)
+    if not randomized and len(protocols) > 1:
+        log("a deterministic model (no RPF, MAN or MC dropout): the adaptive protocol gives the paper "
+            "protocol's numbers, computed once")
+    results = {"model": str(FLAGS.model), "model_name": config.model, "randomized": randomized,
                "dataset": dataset, "split": FLAGS.split, "image_size": config.image_size,
                "attack": {**dataclasses.asdict(spec), "label": attack_label(spec)},
                "perturbed": FLAGS.modality or "all modalities jointly", "surrogate": FLAGS.surrogate,
                "eot": FLAGS.eot, "draws": FLAGS.draws, "seed": FLAGS.seed, "protocols": {}, "seconds": {}}
-    for protocol in protocols:
+    computed = protocols if randomized else protocols[:1]     # a deterministic model: one evaluation
+    for protocol in computed:
         start = time.time()
         log(f"{protocol} protocol: {attack_label(spec)} ...")
         results["protocols"][protocol] = evaluate(spec, protocol)
@@ -217,16 +280,27 @@ def main(argv):
         log(f"  {results['seconds'][protocol]:.0f} s")
     if FLAGS.sanity:
         results["sanity"] = {}
-        for protocol in protocols:
-            log(f"sanity checks ({protocol} protocol, {FLAGS.sanity_samples} images per task) ...")
-            subset = lambda s, p: evaluate(s, p, limit=FLAGS.sanity_samples, quiet=True)
-            main_subset = subset(spec, protocol)
-            results["sanity"][protocol] = sanity_checks(subset, spec, main_subset, protocol, log)
+        for protocol in computed:
+            main_result = results["protocols"][protocol]
+            n = FLAGS.sanity_samples or sanity_samples(spec, min(r["count"] for r in main_result.values()),
+                                                       FLAGS.sanity_square)
+            log(f"sanity checks ({protocol} protocol, {n} images per task) ...")
+            start = time.time()
+            subset = lambda s, p: evaluate(s, p, limit=n, quiet=True)
+            results["sanity"][protocol] = sanity_checks(subset, spec, main_result, protocol, log, FLAGS.sanity_square)
+            results["seconds"][f"sanity_{protocol}"] = time.time() - start
+    for protocol in protocols[len(computed):]:
+        results["protocols"][protocol] = results["protocols"][computed[0]]
+        results["seconds"][protocol] = 0.0
+        if FLAGS.sanity:
+            results["sanity"][protocol] = results["sanity"][computed[0]]
+    if len(computed) < len(protocols):
+        results["note"] = "deterministic model: the adaptive protocol's numbers are the paper protocol's (computed once)"
 
     def sweep(name, field, values):
         """{protocol: [{value, results}]}, one progress line per point (a sweep runs for minutes)."""
         out = {}
-        for p in protocols:
+        for p in computed:
             out[p] = []
             for v in values:
                 start = time.time()
@@ -234,6 +308,8 @@ def main(argv):
                 out[p].append({"value": v, "results": point})
                 accs = ", ".join(f"{t} {r['robust_accuracy']:.3f}" for t, r in point.items())
                 log(f"{name} sweep ({p}) {v}: robust accuracy {accs} ({time.time() - start:.0f} s)")
+        for p in protocols[len(computed):]:
+            out[p] = out[computed[0]]
         return out
 
     sweeps = {}

@@ -189,12 +189,13 @@ def test_task_loss_breaks_a_task_the_tmtl_objective_spares():
     data = {t: tf.data.Dataset.from_tensor_slices((x, y)).batch(4) for t in ("a", "b")}
     clean = {t: np.argmax(model(list(x))[t].numpy(), -1) for t in ("a", "b")}
     assert (clean["a"] == 0).all() and (clean["b"] == 1).all()
-    tmtl = robust_accuracy(model, data, AttackSpec("pgd", eps=0.1, iters=10), seed=1)
-    task = robust_accuracy(model, data, AttackSpec("pgd", eps=0.1, iters=10, loss="task"), seed=1)
+    tmtl = robust_accuracy(model, data, AttackSpec("pgd", eps=0.1, iters=10, loss="tmtl"), seed=1)
+    task = robust_accuracy(model, data, AttackSpec("pgd", eps=0.1, iters=10), seed=1)       # the default
     assert (tmtl["a"]["robust_accuracy"], tmtl["b"]["robust_accuracy"]) == (1.0, 0.0)
     assert (task["a"]["robust_accuracy"], task["b"]["robust_accuracy"]) == (0.0, 0.0)
     with pytest.raises(ValueError, match="loss"):
         AttackSpec("pgd", loss="sum")
+    assert AttackSpec("autoattack").name == "autoattack-lite"        # the old spelling, renamed
 
 
 def test_adaptive_protocol_scores_a_randomized_model_over_draws():
