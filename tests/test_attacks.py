@@ -259,3 +259,26 @@ def test_square_fools_an_easy_model_without_gradients():
     adv, used = square_attack(loss, x, 0.05, queries=300, seed=1)
     assert (loss(adv) == 0).all() and used < 300
     assert np.abs(adv[0] - x[0]).max() <= 0.05 + 1e-6
+
+
+def test_a_sample_broken_by_any_iterate_stays_broken():
+    # The loss rises with x, so BIM walks 0.20, 0.24, 0.28, 0.32, 0.36 -> 0.40; only x in (0.3, 0.35)
+    # fools the model. The last iterate is correct again: the attack must return the one that fooled.
+    x = [tf.fill((2, 1, 1, 1), 0.2)]
+
+    def loss_fn(xs, fooled_band=True):
+        v = tf.reshape(xs[0], [-1])
+        return (v, tf.logical_and(v > 0.3, v < 0.35)) if fooled_band else v
+
+    attack = SignAttack("bim", eps=0.5, step=0.04, iters=5)
+    np.testing.assert_allclose(sign_attack(loss_fn, x, attack)[0].numpy().ravel(), 0.32, atol=1e-6)
+    np.testing.assert_allclose(sign_attack(lambda xs: loss_fn(xs, False), x, attack)[0].numpy().ravel(), 0.40,
+                               atol=1e-6)
+    # APGD returns its highest-loss point, unless an iterate fooled: here only the start does.
+    from mail_tf.attacks.apgd import apgd
+
+    start_only = lambda xs: (tf.reshape(xs[0], [-1]), tf.reshape(tf.abs(xs[0] - 0.2) < 1e-6, [-1]))
+    np.testing.assert_allclose(apgd(start_only, x, 0.1, iters=5, random_start=False)[0].numpy().ravel(), 0.2,
+                               atol=1e-6)
+    best = apgd(lambda xs: start_only(xs)[0], x, 0.1, iters=5, random_start=False)[0].numpy().ravel()
+    np.testing.assert_allclose(best, 0.3, atol=1e-6)

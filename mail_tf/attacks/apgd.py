@@ -5,14 +5,16 @@ in fewer than rho of the steps since the last checkpoint, or when neither the st
 nor the best loss improved at the last checkpoint; on halving the iterate restarts from the best
 point found. The loss is per sample (CE or DLR on logits, summed over tasks for a multi-task
 model); every modality moves in its own eps-ball with one shared step size per sample. The loop
-is a `tf.while_loop` (one trace for any number of iterations).
+is a `tf.while_loop` (one trace for any number of iterations). With a loss function that also
+returns `fooled` (`mail_tf.attacks.gradient`), an iterate that fooled the model is returned in place
+of the highest-loss one, which may still be classified correctly (AutoAttack's rule).
 """
 
 import math
 
 import tensorflow as tf
 
-from mail_tf.attacks.gradient import project
+from mail_tf.attacks.gradient import fooling_or, keep_fooling, project, split_fooled
 
 
 def checkpoint_steps(iters):
@@ -47,11 +49,11 @@ def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), ran
     def value_and_grad(xs):
         with tf.GradientTape() as tape:
             tape.watch(xs)
-            loss = loss_fn(xs)
+            loss, fooled = split_fooled(loss_fn(xs))
             total = tf.reduce_sum(loss)
         grads = tape.gradient(total, xs)
         grads = [tf.zeros_like(x) if g is None or i not in chosen else g for i, (x, g) in enumerate(zip(xs, grads))]
-        return loss, grads
+        return loss, grads, fooled
 
     def start(i, x):
         if i not in chosen or not random_start:
@@ -60,7 +62,8 @@ def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), ran
         return project(x + eps * noise, x, eps)
 
     x0 = [start(i, x) for i, x in enumerate(images)]
-    loss0, grad0 = value_and_grad(x0)
+    loss0, grad0, fooled0 = value_and_grad(x0)
+    found0, fooled_any0 = keep_fooling(list(x0), tf.zeros([batch], tf.bool), x0, fooled0)
     step = tf.fill([batch], 2.0) * eps
 
     def move(x_cur, x_old, grad, step, a):
@@ -73,10 +76,12 @@ def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), ran
             out.append(project(xc + a * (z - xc) + (1 - a) * (xc - xo), x, eps))
         return out
 
-    def body(k, x_cur, x_old, grad, loss, step, x_best, grad_best, loss_best, rises, reduced_last, best_last):
+    def body(k, x_cur, x_old, grad, loss, step, x_best, grad_best, loss_best, rises, reduced_last, best_last,
+             found, fooled_any):
         a = tf.where(k == 0, tf.constant(1.0, dtype), tf.constant(alpha, dtype))
         x_new = move(x_cur, x_old, grad, step, a)
-        loss_new, grad_new = value_and_grad(x_new)
+        loss_new, grad_new, fooled = value_and_grad(x_new)
+        found, fooled_any = keep_fooling(found, fooled_any, x_new, fooled)
         rises = rises + tf.cast(loss_new > loss, dtype)
         better = loss_new > loss_best
         x_best = [tf.where(expand(better, xb), xn, xb) for xb, xn in zip(x_best, x_new)]
@@ -97,9 +102,9 @@ def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), ran
 
         step, x_next, grad_next, loss_next, rises, reduced_last, best_last = tf.cond(is_check[k + 1], check, carry_on)
         return (k + 1, x_next, x_cur, grad_next, loss_next, step, x_best, grad_best, loss_best, rises, reduced_last,
-                best_last)
+                best_last, found, fooled_any)
 
     state = (tf.constant(0), x0, x0, grad0, loss0, step, x0, grad0, loss0, tf.zeros([batch], dtype),
-             tf.zeros([batch], tf.bool), loss0)
+             tf.zeros([batch], tf.bool), loss0, found0, fooled_any0)
     out = tf.while_loop(lambda k, *_: k < iters, body, state)
-    return out[6]
+    return fooling_or(out[12], out[13], out[6])

@@ -96,10 +96,12 @@ def is_randomized(model):
 
 def _objective(model, labels, kind, samples):
     """Per-sample loss to maximise; with samples > 1 the mean over that many fresh draws with
-    straight-through clips (the adaptive attacker's EOT)."""
-    objective = tmtl_objective(model, labels, kind=kind)
+    straight-through clips (the adaptive attacker's EOT). With one draw it also says which samples
+    are fooled, so the attacks keep any iterate that broke a sample (AutoAttack's rule; under EOT
+    the final iterate is classified over fresh draws instead)."""
     if samples == 1:
-        return objective
+        return tmtl_objective(model, labels, kind=kind, track_fooled=True)
+    objective = tmtl_objective(model, labels, kind=kind)
 
     def loss_fn(images):
         def body(i, total):

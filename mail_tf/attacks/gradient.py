@@ -5,6 +5,11 @@ modalities in `perturb`), and every adversarial image stays in [0, 1]. The attac
 function of the list of images (a scalar to maximise), so the same code serves the TMTL loss over
 all heads, one task's loss, EOT averages and logit margins. The loop is a `tf.range` loop: inside a
 `tf.function` it becomes one `tf.while_loop`, traced once whatever the number of iterations.
+
+A loss function may also return (losses, fooled), fooled a per-sample bool (`tmtl_objective(...,
+track_fooled=True)`): then a sample counts as broken if *any* iterate fooled the model (AutoAttack's
+rule), and the attack returns that iterate instead of the last one, which may be classified
+correctly again.
 """
 
 import dataclasses
@@ -58,9 +63,29 @@ def project(x_adv, x, eps):
     return tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)
 
 
+def split_fooled(out):
+    """(losses, fooled or None) of a loss function's output (see the module docstring)."""
+    return out if isinstance(out, tuple) else (out, None)
+
+
+def keep_fooling(found, fooled_any, xs, fooled):
+    """Remember, per sample, the first of the iterates `xs` that fooled the model."""
+    if fooled is None:
+        return found, fooled_any
+    new = tf.logical_and(fooled, tf.logical_not(fooled_any))
+    found = [tf.where(tf.reshape(new, [-1] + [1] * (len(x.shape) - 1)), x, f) for f, x in zip(found, xs)]
+    return found, tf.logical_or(fooled_any, fooled)
+
+
+def fooling_or(found, fooled_any, xs):
+    """Per sample: the remembered fooling iterate where there is one, else `xs`."""
+    return [tf.where(tf.reshape(fooled_any, [-1] + [1] * (len(x.shape) - 1)), f, x) for f, x in zip(found, xs)]
+
+
 def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None):
-    """Maximise the sum of loss_fn(list of images) (a scalar or per-sample losses) by sign-gradient
-    steps; returns the adversarial images.
+    """Maximise the sum of loss_fn(list of images) (a scalar or per-sample losses, or (losses, fooled))
+    by sign-gradient steps; returns the adversarial images (with `fooled`: an iterate that fooled the
+    model wherever one did).
 
     images: list of clean image batches in [0, 1] (one per modality).
     seed: a stateless seed pair for the random start (each modality offsets it).
@@ -80,11 +105,14 @@ def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None):
 
     x_adv = [start(i, x) for i, x in enumerate(images)]
     momentum = [tf.zeros_like(x) for x in images]
+    found, fooled_any = list(x_adv), tf.zeros([tf.shape(images[0])[0]], tf.bool)
     for _ in tf.range(attack.steps):
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
-            loss = tf.reduce_sum(loss_fn(x_adv))
+            losses, fooled = split_fooled(loss_fn(x_adv))
+            loss = tf.reduce_sum(losses)
         grads = tape.gradient(loss, x_adv)
+        found, fooled_any = keep_fooling(found, fooled_any, x_adv, fooled)
         new_adv, new_momentum = [], []
         for i, (x, xa, g, mom) in enumerate(zip(images, x_adv, grads, momentum)):
             if i not in chosen or g is None:
@@ -97,7 +125,8 @@ def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None):
             new_momentum.append(g)
             new_adv.append(project(xa + step * tf.sign(g), x, eps))
         x_adv, momentum = new_adv, new_momentum
-    return x_adv
+    # The last iterate is classified by the caller; an earlier one may have fooled (nothing without `fooled`).
+    return fooling_or(found, fooled_any, x_adv)
 
 
 def dlr_loss(labels, logits):
@@ -131,11 +160,19 @@ def per_sample_loss(labels, logits, kind="ce", weights=None):
     return total
 
 
-def tmtl_objective(model, labels, loss_weights=None, training=False, kind="ce"):
-    """loss_fn for the attacks: per-sample TMTL loss of `model` (CE, or DLR) on every labelled task."""
+def tmtl_objective(model, labels, loss_weights=None, training=False, kind="ce", track_fooled=False):
+    """loss_fn for the attacks: per-sample TMTL loss of `model` (CE, or DLR) on every labelled task.
+
+    track_fooled: also return, per sample, whether every labelled task is misclassified (so the
+    attacks keep any iterate that broke the sample; with one labelled task, that task)."""
 
     def loss_fn(images):
         logits = model(images, training=training)
-        return per_sample_loss(labels, logits, kind, loss_weights and {t: loss_weights[t] for t in labels})
+        loss = per_sample_loss(labels, logits, kind, loss_weights and {t: loss_weights[t] for t in labels})
+        if not track_fooled:
+            return loss
+        wrong = [tf.not_equal(tf.argmax(logits[t], -1, output_type=tf.int32), tf.cast(labels[t], tf.int32))
+                 for t in labels]
+        return loss, tf.reduce_all(tf.stack(wrong), axis=0)
 
     return loss_fn
