@@ -282,3 +282,31 @@ def test_a_sample_broken_by_any_iterate_stays_broken():
                                atol=1e-6)
     best = apgd(lambda xs: start_only(xs)[0], x, 0.1, iters=5, random_start=False)[0].numpy().ravel()
     np.testing.assert_allclose(best, 0.3, atol=1e-6)
+
+
+def test_mim_normalises_the_gradient_over_the_joint_input():
+    from mail_tf.attacks.gradient import l1_normalise
+
+    grads = [tf.fill((2, 4, 4, 3), 3.0), tf.fill((2, 4, 4, 3), -0.01), tf.ones((2, 4, 4, 3))]
+    out = l1_normalise(grads, chosen={0, 1})
+    joint = sum(tf.reduce_sum(tf.abs(g), axis=(1, 2, 3)) for g in out[:2]).numpy()
+    np.testing.assert_allclose(joint, 1.0, rtol=1e-6)
+    np.testing.assert_allclose((out[0] / out[1]).numpy(), -300.0, rtol=1e-5)      # relative scale kept
+    np.testing.assert_array_equal(out[2].numpy(), grads[2].numpy())               # not attacked: untouched
+
+
+def test_square_never_spends_a_query_on_a_proposal_that_changes_nothing():
+    from mail_tf.attacks.square import square_attack
+
+    seen = []
+
+    def loss_fn(xs):                                      # nothing ever improves: adv stays the start
+        seen.append([x.copy() for x in xs])
+        return np.ones(len(xs[0]))
+
+    x = [np.ones((3, 2, 2, 1), np.float32)]    # 1-pixel windows, one channel: half the draws would change nothing
+    square_attack(loss_fn, x, eps=0.1, queries=30, seed=0)
+    start = seen[0][0]
+    assert len(seen) == 30
+    for proposal in seen[1:]:
+        assert all(np.abs(proposal[0][n] - start[n]).max() > 0 for n in range(3))

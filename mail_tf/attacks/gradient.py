@@ -82,6 +82,18 @@ def fooling_or(found, fooled_any, xs):
     return [tf.where(tf.reshape(fooled_any, [-1] + [1] * (len(x.shape) - 1)), f, x) for f, x in zip(found, xs)]
 
 
+def l1_normalise(grads, chosen):
+    """MIM's g / ||g||_1 per sample, the norm taken over the joint input of every attacked modality
+    (the modalities form one input to the model, so one norm keeps their relative scale)."""
+    norms = [tf.reduce_sum(tf.abs(g), axis=tuple(range(1, len(g.shape))))
+             for i, g in enumerate(grads) if i in chosen and g is not None]
+    if not norms:
+        return grads
+    l1 = tf.maximum(tf.add_n(norms), 1e-12)
+    return [g if i not in chosen or g is None else g / tf.reshape(l1, [-1] + [1] * (len(g.shape) - 1))
+            for i, g in enumerate(grads)]
+
+
 def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None):
     """Maximise the sum of loss_fn(list of images) (a scalar or per-sample losses, or (losses, fooled))
     by sign-gradient steps; returns the adversarial images (with `fooled`: an iterate that fooled the
@@ -113,6 +125,8 @@ def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None):
             loss = tf.reduce_sum(losses)
         grads = tape.gradient(loss, x_adv)
         found, fooled_any = keep_fooling(found, fooled_any, x_adv, fooled)
+        if attack.method == "mim":
+            grads = l1_normalise(grads, chosen)
         new_adv, new_momentum = [], []
         for i, (x, xa, g, mom) in enumerate(zip(images, x_adv, grads, momentum)):
             if i not in chosen or g is None:
@@ -120,8 +134,7 @@ def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None):
                 new_momentum.append(mom)
                 continue
             if attack.method == "mim":
-                l1 = tf.reduce_mean(tf.abs(g), axis=tuple(range(1, len(g.shape))), keepdims=True)
-                g = attack.decay * mom + g / tf.maximum(l1, 1e-12)
+                g = attack.decay * mom + g
             new_momentum.append(g)
             new_adv.append(project(xa + step * tf.sign(g), x, eps))
         x_adv, momentum = new_adv, new_momentum

@@ -35,6 +35,21 @@ def square_fraction(p_init, query, queries):
     return p_init / 512
 
 
+def _propose(rng, clean, current, side, eps, tries=100):
+    """`current` with one random side x side window set to clean +- eps (a sign per channel), drawn
+    again while the window would leave `current` unchanged (as the original does: such a query is
+    wasted); after `tries` draws the last one is kept."""
+    h, w, c = clean.shape
+    for _ in range(tries):
+        r, s = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+        window = np.clip(clean[r:r + side, s:s + side] + eps * rng.choice([-1.0, 1.0], size=(1, 1, c)), 0, 1)
+        if np.abs(window - current[r:r + side, s:s + side]).max() >= 1e-7:
+            break
+    out = current.copy()
+    out[r:r + side, s:s + side] = window
+    return out
+
+
 def square_attack(loss_fn, images, eps, queries=1000, p_init=0.8, seed=0, perturb=None, log_every=0, log=None):
     """Minimise loss_fn(list of images) -> (batch,) losses (>= 0, 0 = fooled) with `queries` forward
     passes; returns (adversarial images as numpy arrays, queries used)."""
@@ -56,9 +71,7 @@ def square_attack(loss_fn, images, eps, queries=1000, p_init=0.8, seed=0, pertur
             _, h, w, c = x[i].shape
             side = int(np.clip(round(np.sqrt(square_fraction(p_init, q, queries) * h * w)), 1, min(h, w) - 1))
             for n in active:
-                r, s = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-                window = x[i][n, r:r + side, s:s + side] + eps * rng.choice([-1.0, 1.0], size=(1, 1, c))
-                proposal[i][n, r:r + side, s:s + side] = np.clip(window, 0, 1)
+                proposal[i][n] = _propose(rng, x[i][n], adv[i][n], side, eps)
         loss = np.asarray(loss_fn(proposal))
         used += 1
         better = (loss < best) & (best > 0)
