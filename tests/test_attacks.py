@@ -218,6 +218,8 @@ def test_apgd_reaches_the_linear_optimum_and_checkpoints_follow_the_schedule():
     from mail_tf.attacks.apgd import apgd, checkpoint_steps
 
     assert checkpoint_steps(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert checkpoint_steps(10) == [2, 3, 4, 5, 6, 7, 8, 9, 10]            # the reference's integer schedule
+    assert checkpoint_steps(20) == [4, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
     rng = np.random.default_rng(5)
     x = [rng.uniform(0.1, 0.9, (3, 5, 5, 3)).astype(np.float32) for _ in range(2)]
     w = [rng.normal(size=(3, 5, 5, 3)).astype(np.float32) for _ in range(2)]

@@ -18,13 +18,18 @@ from mail_tf.attacks.gradient import fooling_or, keep_fooling, project, split_fo
 
 
 def checkpoint_steps(iters):
-    """The iterations after which APGD checks its step size (p_0 = 0, p_1 = 0.22,
-    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06))."""
-    p = [0.0, 0.22]
-    while p[-1] < 1:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    at = [math.ceil(q * iters - 1e-9) for q in p[1:]]          # (- 1e-9: 0.57 * 100 is 57, not 58)
-    return sorted({k for k in at if 0 < k <= iters})
+    """The iterations after which APGD checks its step size, with the reference code's integer
+    arithmetic for every budget: the first after max(floor(0.22 n), 1) steps, each window then
+    max(floor(0.03 n), 1) shorter, down to max(floor(0.06 n), 1) (n = 100: 22, 41, 57, ..., 99;
+    n = 10: 2, 3, 4, ..., 10)."""
+    first, shrink, least = (max(int(f * iters), 1) for f in (0.22, 0.03, 0.06))
+    steps, window = [], first
+    at = first
+    while at <= iters:
+        steps.append(at)
+        window = max(window - shrink, least)
+        at += window
+    return steps
 
 
 def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), random_start=True, perturb=None):
@@ -89,7 +94,7 @@ def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), ran
         loss_best = tf.where(better, loss_new, loss_best)
 
         def check():
-            oscillating = rises < rho * window[k + 1]
+            oscillating = rises <= rho * window[k + 1]     # the reference's "at most rho of the steps rose"
             stalled = tf.logical_and(tf.logical_not(reduced_last), best_last >= loss_best)
             halve = tf.logical_or(oscillating, stalled)
             h = lambda t: expand(halve, t)
@@ -104,7 +109,8 @@ def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), ran
         return (k + 1, x_next, x_cur, grad_next, loss_next, step, x_best, grad_best, loss_best, rises, reduced_last,
                 best_last, found, fooled_any)
 
+    # reduced_last starts True (as the reference's): the first checkpoint halves only on oscillation.
     state = (tf.constant(0), x0, x0, grad0, loss0, step, x0, grad0, loss0, tf.zeros([batch], dtype),
-             tf.zeros([batch], tf.bool), loss0, found0, fooled_any0)
+             tf.ones([batch], tf.bool), loss0, found0, fooled_any0)
     out = tf.while_loop(lambda k, *_: k < iters, body, state)
     return fooling_or(out[12], out[13], out[6])
