@@ -257,10 +257,12 @@ def main(argv):
     protocols = ["paper", "adaptive"] if FLAGS.protocol == "both" else [FLAGS.protocol]
     log = lambda msg: print(msg, flush=True)
 
+    compiled = {}    # evaluators shared by the main attack, the sanity checks and the sweeps: one trace each
+
     def evaluate(s, protocol, limit=FLAGS.num_samples, quiet=False):
         keras.utils.set_random_seed(FLAGS.seed)
         return robust_accuracy(model, datasets, s, protocol, FLAGS.eot, FLAGS.draws, FLAGS.seed, limit,
-                               surrogate, perturb, log=None if quiet else log)
+                               surrogate, perturb, log=None if quiet else log, cache=compiled)
 
     randomized = is_randomized(model)
     if not randomized and len(protocols) > 1:

@@ -312,3 +312,23 @@ def test_square_never_spends_a_query_on_a_proposal_that_changes_nothing():
     assert len(seen) == 30
     for proposal in seen[1:]:
         assert all(np.abs(proposal[0][n] - start[n]).max() > 0 for n in range(3))
+
+
+def test_a_sweep_traces_each_attack_once():
+    from mail_tf.attacks.apgd import checkpoint_steps, checkpoint_table
+    from mail_tf.attacks.evaluate import AttackSpec, robust_accuracy
+
+    for n in (1, 5, 10, 20, 37, 100):          # the tensor schedule is the reference's, for any budget
+        is_check, _ = checkpoint_table(tf.constant(n))
+        assert np.flatnonzero(is_check.numpy()).tolist() == checkpoint_steps(n)
+    model = _tiny_rpf_model()
+    cache = {}
+    results = []
+    for name in ("pgd", "apgd-ce"):
+        for eps, iters in ((0.01, 2), (0.03, 2), (0.05, 3)):
+            results.append(robust_accuracy(model, _tiny_dataset(), AttackSpec(name, eps=eps, iters=iters), seed=1,
+                                           cache=cache))
+    crafters = [ev._craft[name].compiled for ev in cache.values() for name in ev.components]
+    assert len(crafters) == 4                   # two attacks x two tasks (each task's own loss)
+    assert [c.experimental_get_tracing_count() for c in crafters] == [1, 1, 1, 1]
+    assert all(0 <= r[t]["robust_accuracy"] <= 1 for r in results for t in r)

@@ -10,8 +10,6 @@ returns `fooled` (`mail_tf.attacks.gradient`), an iterate that fooled the model 
 of the highest-loss one, which may still be classified correctly (AutoAttack's rule).
 """
 
-import math
-
 import tensorflow as tf
 
 from mail_tf.attacks.gradient import fooling_or, keep_fooling, project, split_fooled
@@ -32,6 +30,25 @@ def checkpoint_steps(iters):
     return steps
 
 
+def checkpoint_table(iters):
+    """(is_check, window) over iterations 0..iters as tensors (iters may be a tensor, so one trace
+    serves every budget): whether a checkpoint falls after that many steps, and the length of the
+    window it closes (1 elsewhere); the same schedule as `checkpoint_steps`."""
+    n = tf.cast(iters, tf.int32)
+    size = lambda f: tf.maximum(tf.cast(tf.floor(f * tf.cast(n, tf.float64)), tf.int32), 1)
+    first, shrink, least = size(0.22), size(0.03), size(0.06)
+
+    def body(at, length, is_check, window):
+        is_check = tf.tensor_scatter_nd_update(is_check, [[at]], [True])
+        window = tf.tensor_scatter_nd_update(window, [[at]], [length])
+        next_length = tf.maximum(length - shrink, least)
+        return at + next_length, next_length, is_check, window
+
+    _, _, is_check, window = tf.while_loop(
+        lambda at, *_: at <= n, body, (first, first, tf.zeros([n + 1], tf.bool), tf.ones([n + 1], tf.int32)))
+    return is_check, window
+
+
 def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), random_start=True, perturb=None):
     """Maximise loss_fn(list of images) -> (batch,) per-sample losses; returns the best points found.
 
@@ -40,13 +57,11 @@ def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), ran
     images = [tf.convert_to_tensor(x) for x in images]
     chosen = set(range(len(images)) if perturb is None else perturb)
     dtype = images[0].dtype
-    eps = tf.constant(eps, dtype)
+    eps = tf.cast(eps, dtype)
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
     batch = tf.shape(images[0])[0]
-    steps = checkpoint_steps(iters)
-    is_check = tf.constant([k in steps for k in range(iters + 1)])
-    window = {k: k - prev for prev, k in zip([0] + steps[:-1], steps)}
-    window = tf.constant([window.get(k, 1) for k in range(iters + 1)], dtype)
+    is_check, window = checkpoint_table(iters)
+    window = tf.cast(window, dtype)
 
     def expand(v, x):          # (B,) -> broadcastable to x
         return tf.reshape(v, [-1] + [1] * (len(x.shape) - 1))
@@ -112,5 +127,5 @@ def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), ran
     # reduced_last starts True (as the reference's): the first checkpoint halves only on oscillation.
     state = (tf.constant(0), x0, x0, grad0, loss0, step, x0, grad0, loss0, tf.zeros([batch], dtype),
              tf.ones([batch], tf.bool), loss0, found0, fooled_any0)
-    out = tf.while_loop(lambda k, *_: k < iters, body, state)
+    out = tf.while_loop(lambda k, *_: k < tf.cast(iters, tf.int32), body, state)
     return fooling_or(out[12], out[13], out[6])

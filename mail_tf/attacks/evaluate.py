@@ -71,8 +71,10 @@ class AttackSpec:
 
 
 def _batch_agnostic(fn, *example):
-    """tf.function of fn traced once for any batch size (the last batch of a split is smaller)."""
-    spec = tf.nest.map_structure(lambda t: tf.TensorSpec([None] + list(t.shape[1:]), t.dtype), example)
+    """tf.function of fn traced once for any batch size (the last batch of a split is smaller);
+    scalars (an attack's eps, step and iterations) stay scalars, so a sweep reuses the trace."""
+    spec = tf.nest.map_structure(
+        lambda t: tf.TensorSpec([None] + list(t.shape[1:]) if t.shape.rank else [], t.dtype), example)
     return tf.function(fn, input_signature=list(spec))
 
 
@@ -152,34 +154,40 @@ class Evaluator:
         return tf.while_loop(lambda i, _: i < self.passes, body, (tf.constant(1), counts))[1]
 
     def _make_crafter(self, name):
-        spec, model = self.spec, self.model
+        model = self.model
         if name == "square":
             return None                                   # python loop around a compiled forward
         target = self.surrogate if name == "transfer" else model
         samples = 1 if name == "transfer" else self.samples
         kind = "dlr" if name == "apgd-dlr" else "ce"
 
-        def craft(images, labels, seed):
+        method = "pgd" if name == "transfer" else name
+
+        def craft(images, labels, seed, eps, step, iters):
             redraw_random_filters(model)                  # [A] held while crafting
             objective = _objective(target, labels, kind, samples)
             images = list(images)
             if name.startswith("apgd"):
-                return apgd(objective, images, spec.eps, spec.iters, seed=seed, perturb=self.perturb)
-            method = "pgd" if name == "transfer" else name
-            return sign_attack(objective, images, SignAttack(method, spec.eps, spec.step, spec.iters), seed=seed,
-                               perturb=self.perturb)
+                return apgd(objective, images, eps, iters, seed=seed, perturb=self.perturb)
+            return sign_attack(objective, images, SignAttack(method), seed=seed, perturb=self.perturb,
+                               budget=(eps, step, iters))
 
         return _Lazy(craft)
 
-    def craft(self, name, images, labels, seed):
+    def craft(self, name, images, labels, seed, spec=None):
+        """Adversarial images of crafter `name` with the budget of `spec` (default: the evaluator's);
+        the budget enters as tensors, so other budgets reuse the compiled crafter."""
+        spec = spec or self.spec
         if name == "square":
             redraw_random_filters(self.model)
             adv, _ = square_attack(lambda xs: self._margin(tuple(tf.constant(x) for x in xs), labels).numpy(),
-                                   [np.asarray(x) for x in images], self.spec.eps,
-                                   self.spec.queries, seed=int(seed[0]) * 100003 + int(seed[1]),
+                                   [np.asarray(x) for x in images], spec.eps,
+                                   spec.queries, seed=int(seed[0]) * 100003 + int(seed[1]),
                                    perturb=self.perturb)
             return [tf.constant(a) for a in adv]
-        return self._craft[name](tuple(images), labels, tf.constant(seed, tf.int32))
+        step = spec.eps / 4 if spec.step is None else spec.step
+        return self._craft[name](tuple(images), labels, tf.constant(seed, tf.int32), tf.constant(spec.eps, tf.float32),
+                                 tf.constant(step, tf.float32), tf.constant(spec.iters, tf.int32))
 
     def votes(self, images):
         return {t: v.numpy() for t, v in self._votes(tuple(images)).items()}
@@ -189,24 +197,33 @@ class Evaluator:
 
 
 def robust_accuracy(model, datasets, spec, protocol="paper", eot=20, draws=10, seed=0, limit=None,
-                    surrogate=None, perturb=None, log=None):
+                    surrogate=None, perturb=None, log=None, cache=None):
     """Clean and robust accuracy per task, worst case over the attack's crafters and restarts.
 
     datasets: {task: dataset of (images, {every task: labels})} (`mail_tf.data.eval_datasets(...,
       all_labels=True)`); the key's task is scored; the attack maximises the loss of all tasks
       (spec.loss "tmtl") or of the scored task alone ("task").
     limit: attack at most this many images per task.
+    cache: a dict kept between calls: their compiled evaluators are reused, so a sweep over eps,
+      step or iterations traces each attack once.
     Returns {task: {count, clean_accuracy, robust_accuracy, by_attack: {crafter: accuracy},
     loss_clean, loss_adversarial, seconds, and for a randomised model under the adaptive protocol
     clean_/robust_majority_accuracy}}.
     """
     if isinstance(spec, SignAttack):                      # convenience: a bare sign attack
         spec = AttackSpec(spec.method, spec.eps, spec.step, spec.iters)
-    make = lambda: Evaluator(model, spec, protocol, eot, draws, surrogate, perturb, log)
-    shared = make() if spec.loss == "tmtl" else None
+    cache = {} if cache is None else cache
+
+    def make(task):   # compiled per task when the labels attacked differ per task
+        key = (id(model), spec.name, spec.loss, protocol, eot, draws, id(surrogate), str(perturb),
+               task if spec.loss == "task" else None)
+        if key not in cache:
+            cache[key] = Evaluator(model, spec, protocol, eot, draws, surrogate, perturb, log)
+        return cache[key]
+
     out = {}
     for task, ds in datasets.items():
-        ev = shared or make()      # compiled per task when the labels attacked differ per task
+        ev = make(task)
         crafters = [(name, r) for name in ev.components for r in range(spec.restarts)]
         start, count = time.time(), 0
         clean_frac, clean_vote, worst_frac, worst_vote = [], [], [], []
@@ -229,7 +246,7 @@ def robust_accuracy(model, datasets, spec, protocol="paper", eot=20, draws=10, s
             frac, vote = np.ones(keep), np.ones(keep, bool)
             attack_frac = {name: np.ones(keep) for name in ev.components}
             for name, r in crafters:
-                adv = ev.craft(name, images, labels, (seed + 1000 * r, b))
+                adv = ev.craft(name, images, labels, (seed + 1000 * r, b), spec)
                 adv_votes = ev.votes(adv)[task]
                 f = adv_votes[rows, y] / n
                 frac, vote = np.minimum(frac, f), vote & (adv_votes.argmax(1) == y)

@@ -94,10 +94,13 @@ def l1_normalise(grads, chosen):
             for i, g in enumerate(grads)]
 
 
-def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None):
+def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None, budget=None):
     """Maximise the sum of loss_fn(list of images) (a scalar or per-sample losses, or (losses, fooled))
     by sign-gradient steps; returns the adversarial images (with `fooled`: an iterate that fooled the
     model wherever one did).
+
+    budget: optional (eps, step, iters) tensors used instead of the attack's own numbers, so one
+    traced function serves every point of a sweep.
 
     images: list of clean image batches in [0, 1] (one per modality).
     seed: a stateless seed pair for the random start (each modality offsets it).
@@ -105,8 +108,10 @@ def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None):
     """
     images = [tf.convert_to_tensor(x) for x in images]
     chosen = set(range(len(images)) if perturb is None else perturb)
-    eps = tf.constant(attack.eps, images[0].dtype)
-    step = tf.constant(attack.step_size, images[0].dtype)
+    eps, step, steps = budget if budget is not None else (attack.eps, attack.step_size, attack.steps)
+    if attack.method == "fgsm":
+        step, steps = eps, 1
+    eps, step = tf.cast(eps, images[0].dtype), tf.cast(step, images[0].dtype)
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
 
     def start(i, x):
@@ -118,7 +123,7 @@ def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None):
     x_adv = [start(i, x) for i, x in enumerate(images)]
     momentum = [tf.zeros_like(x) for x in images]
     found, fooled_any = list(x_adv), tf.zeros([tf.shape(images[0])[0]], tf.bool)
-    for _ in tf.range(attack.steps):
+    for _ in tf.range(steps):
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
             losses, fooled = split_fooled(loss_fn(x_adv))
