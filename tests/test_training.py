@@ -193,7 +193,7 @@ def test_bad_settings_are_one_clear_line(args, message, tmp_path):
 
 def test_reusing_a_run_directory_must_be_explicit(full_run, tmp_path):
     from mail_tf.training import RunError, TrainConfig
-    from mail_tf.training.trainer import prepare_run_dir
+    from mail_tf.training.trainer import MARKER, check_run_dir, start_run_dir
 
     out, _ = full_run
     proc = train_cli(*TINY, "--output_dir", str(out), check=False)
@@ -201,13 +201,32 @@ def test_reusing_a_run_directory_must_be_explicit(full_run, tmp_path):
     assert f"output directory {out} already holds a run; pass --resume" in proc.stderr
     other = TrainConfig.for_experiment("medmnist", model="resnet18_pair", image_size=48)
     with pytest.raises(RunError, match=r"settings differ from the run .*image_size=48 \(run has 32\)"):
-        prepare_run_dir(out, other, resume=True)
+        check_run_dir(out, other, resume=True)
+    assert (out / MARKER).exists()
     stranger = tmp_path / "notes"
     stranger.mkdir()
     (stranger / "thesis.tex").write_text("keep me")
     with pytest.raises(RunError, match="not a run directory"):
-        prepare_run_dir(stranger, other, overwrite=True)
-    assert (stranger / "thesis.tex").exists()
+        check_run_dir(stranger, other, overwrite=True)
+    (stranger / "config.json").write_text("{}")     # a source folder that happens to hold a config.json
+    with pytest.raises(RunError, match=r"holds files no run wrote \(thesis.tex\)"):
+        check_run_dir(stranger, other, overwrite=True)
+    assert (stranger / "thesis.tex").exists() and (stranger / "config.json").exists()
+    run = tmp_path / "old_run"                      # a run directory is cleared of what a run wrote only
+    (run / "tensorboard").mkdir(parents=True)
+    for name in (MARKER, "config.json", "metrics.json", "curves.png"):
+        (run / name).write_text("old")
+    start_run_dir(check_run_dir(run, other, overwrite=True), other, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == sorted([MARKER, "config.json"])
+    assert json.loads((run / "config.json").read_text())["image_size"] == 48
+
+
+def test_a_failed_data_load_leaves_no_run_behind(tmp_path):
+    out = tmp_path / "run"
+    proc = train_cli("--dataset", f"folder:={tmp_path / 'no_such_data'}", "--model", "resnet18_pair", "--width", "0.25",
+                     "--image_size", "32", "--output_dir", str(out), check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert not (out / "config.json").exists()
 
 
 def test_experiment_defaults_and_flag_overrides():
@@ -302,3 +321,18 @@ def test_mirrored_strategy_step_equals_default_strategy():
     """Two logical CPUs: the same loss and updated weights (BN statistics synchronised)."""
     proc = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_progress_in_a_log_file_is_plain_text():
+    import io
+
+    from mail_tf.training.trainer import PlainProgress
+
+    out = io.StringIO()
+    bar = PlainProgress(3, interval=0.0, out=out)
+    for i in (1, 2, 3):
+        bar.update(i, [("loss", 0.5 / i)])
+    text = out.getvalue()
+    assert "\x1b" not in text and "\r" not in text and "\b" not in text
+    lines = text.splitlines()
+    assert len(lines) == 3 and lines[-1].startswith("  step 3/3  loss 0.1667") and "ETA" in lines[0]

@@ -65,8 +65,13 @@ def check_config(config):
         raise RunError(str(e)) from None
 
 
-def prepare_run_dir(output_dir, config, resume=False, overwrite=False):
-    """Create or reopen the run directory. Reusing one that holds a run must be explicit."""
+MARKER = ".mail_tf_run"    # written into every run directory: proof that --overwrite may clear it
+
+
+def check_run_dir(output_dir, config, resume=False, overwrite=False):
+    """Check that the run directory may be used (nothing is written or deleted here). Reusing one
+    that holds a run must be explicit, and --overwrite only ever clears a run directory holding
+    nothing but what a run writes."""
     out = Path(output_dir)
     if resume and overwrite:
         raise RunError("resume and overwrite exclude each other")
@@ -84,10 +89,28 @@ def prepare_run_dir(output_dir, config, resume=False, overwrite=False):
             what = "a run" if existing.exists() else "other files"
             raise RunError(f"output directory {out} already holds {what}; pass --resume to continue "
                            f"it or --overwrite to replace it")
-        if not existing.exists() and not all(p.name in RUN_FILES for p in out.iterdir()):
-            raise RunError(f"--overwrite: {out} is not a run directory (no config.json); refusing to delete it")
-        shutil.rmtree(out)
+        if not (out / MARKER).exists() and not existing.exists():
+            raise RunError(f"--overwrite: {out} is not a run directory (no {MARKER} or config.json); "
+                           f"refusing to delete anything in it")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES + (MARKER,))
+        if foreign:
+            raise RunError(f"--overwrite: {out} holds files no run wrote ({', '.join(foreign[:5])}); "
+                           f"refusing to delete anything in it")
+    return out
+
+
+def start_run_dir(out, config, overwrite=False):
+    """Clear a checked run directory (only the files a run writes) when overwriting, then write the
+    marker and config.json. Called once the data has loaded, so a failed load leaves nothing behind."""
+    if overwrite and out.exists():
+        for name in RUN_FILES + (MARKER,):
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("a mail-tf run directory (experiments.train); --overwrite may clear it\n")
     (out / "config.json").write_text(config.to_json() + "\n")
     return out
 
@@ -181,7 +204,7 @@ class Trainer:
     def __init__(self, config, output_dir, resume=False, overwrite=False, log=None):
         check_config(config)
         self.config = config
-        self.out = prepare_run_dir(output_dir, config, resume, overwrite)
+        self.out = check_run_dir(output_dir, config, resume, overwrite)
         self.log = log or (lambda msg: print(msg, flush=True))
         keras.utils.set_random_seed(config.seed)
         keras.mixed_precision.set_global_policy(config.precision)
@@ -192,6 +215,7 @@ class Trainer:
         self.log(f"loading {config.dataset} at {config.image_size}x{config.image_size} ...")
         self.modalities = mdata.load_experiment(config.dataset, config.image_size, config.seed, config.data_dir,
                                                 manifest=manifest, skip_bad=config.skip_bad_images)
+        start_run_dir(self.out, config, overwrite)       # only now: a failed load leaves no run behind
         mdata.write_manifest(self.out / "splits.json", mdata.manifests(self.modalities))
         self.tasks = [m.task for m in self.modalities]
         if config.loss_weights is not None and len(config.loss_weights) != len(self.tasks):
@@ -265,8 +289,7 @@ class Trainer:
                                      config.random_augment, epoch=epoch, shuffle_pairs=config.shuffle_pairs)
             steps = steps or int(ds.cardinality())
             self.log(f"epoch {epoch}/{config.epochs}  lr {state.learning_rate:.2g}")
-            # Redraw often on a terminal; in a log file print a line every 30 s.
-            bar = keras.utils.Progbar(steps, unit_name="step", interval=0.2 if sys.stdout.isatty() else 30)
+            bar = progress_bar(steps)
             start, total, seen = time.time(), 0.0, 0
             for i, (images, labels) in enumerate(self.strategy.experimental_distribute_dataset(ds)):
                 loss = float(self.train_step(images, labels))
@@ -313,6 +336,32 @@ class Trainer:
     def _validated_weights(self):
         """The weights an epoch is judged and kept by: the average's with --ema_decay, else the model's."""
         return self.average.applied() if self.average is not None else contextlib.nullcontext()
+
+
+class PlainProgress:
+    """Progress for a log file: a plain line (no ANSI codes, no carriage returns) every `interval`
+    seconds and at the end."""
+
+    def __init__(self, total, interval=30.0, out=None):
+        self.total, self.interval, self.out = total, interval, out or sys.stdout
+        self.start = self.last = time.time()
+
+    def update(self, current, values=()):
+        now = time.time()
+        if now - self.last < self.interval and current != self.total:
+            return
+        self.last = now
+        rate = (now - self.start) / max(current, 1)
+        shown = "  ".join(f"{name} {value:.4f}" for name, value in values)
+        eta = "" if current == self.total else f"  ETA {rate * (self.total - current):.0f} s"
+        print(f"  step {current}/{self.total}  {shown}  {rate:.2f} s/step{eta}", file=self.out, flush=True)
+
+
+def progress_bar(total):
+    """Keras's redrawn bar on a terminal; plain lines every 30 s when stdout is a file or pipe."""
+    if sys.stdout.isatty():
+        return keras.utils.Progbar(total, unit_name="step", interval=0.2)
+    return PlainProgress(total)
 
 
 def noise_weights(model):
