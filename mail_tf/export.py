@@ -44,6 +44,9 @@ def export_serving(model, path, class_names, image_size):
 
     def serve_passes(*args):
         *images, passes = args
+        check = tf.debugging.assert_positive(passes, message="serve_passes: passes must be at least 1")
+        with tf.control_dependencies([check]):
+            passes = tf.identity(passes)
         x = serving_inputs(images, image_size)
         zeros = {t: tf.zeros([tf.shape(x[0])[0], len(class_names[t])]) for t in tasks}
 

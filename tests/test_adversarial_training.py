@@ -93,3 +93,57 @@ def test_robust_eval_range_checks_every_number_before_loading(tmp_path):
     assert len(lines) == len(BAD_FLAGS)
     for line, (flag, _, expected) in zip(lines, BAD_FLAGS):
         assert line.startswith(f"--{flag}=") and line.endswith(expected), line
+
+
+def test_robust_mail_trains_adversarially_by_default_and_options_parse():
+    from experiments.train import parse_model_options
+    from mail_tf.training import TrainConfig
+
+    assert TrainConfig.for_experiment("medmnist", model="robust_mail").adversarial
+    assert not TrainConfig.for_experiment("medmnist", model="robust_mail", adversarial=False).adversarial
+    assert not TrainConfig.for_experiment("medmnist", model="mail").adversarial
+    attack = TrainConfig.for_experiment("medmnist", model="mail", adversarial=True, adv_iters=7).attack()
+    assert (attack.method, attack.iters, attack.step_size) == ("pgd", 7, pytest.approx(1 / 255))
+    assert parse_model_options(["rpf_ratio=0.5", "man=false", "fusion=cascaded", "man_sigma=0.3"]) == {
+        "rpf_ratio": 0.5, "man": False, "fusion": "cascaded", "man_sigma": 0.3}
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_model_options(["rpf_ratio"])
+    with pytest.raises(ValueError, match="adv_clean_weight"):
+        TrainConfig(adv_clean_weight=0.5)
+
+
+def test_unknown_model_option_is_one_clear_line(tmp_path):
+    proc = train_cli("--model", "mail", "--model_option", "rpf_ratio=0.5", "--output_dir", str(tmp_path / "r"),
+                     check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "model_options {'rpf_ratio': 0.5} do not fit mail" in proc.stderr
+
+
+def _tiny_random_model():
+    keras.utils.set_random_seed(0)
+    inputs = [keras.Input((8, 8, 3), name=f"{t}_image") for t in ("a", "b")]
+    outputs = {}
+    for t, x in zip(("a", "b"), inputs):
+        y = L.RandomProjectionDepthwiseConv2D(3, random_ratio=0.5, name=f"{t}_rpf")(x)
+        y = keras.layers.GlobalAveragePooling2D()(y)
+        outputs[t] = keras.layers.Dense(2, name=t)(y)
+    return keras.Model(inputs, outputs)
+
+
+def test_export_keeps_inference_randomness_and_averages_passes(tmp_path):
+    model = _tiny_random_model()
+    export_serving(model, tmp_path / "export", {"a": ["x", "y"], "b": ["p", "q"]}, image_size=8)
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    rng = np.random.default_rng(0)
+    images = [tf.constant(rng.integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)) for _ in range(2)]
+    first, second = loaded.serve(*images), loaded.serve(*images)
+    assert not np.allclose(first["a"].numpy(), second["a"].numpy())          # a new draw per call
+    averaged = loaded.serve_passes(*images, tf.constant(16))
+    mean, std = averaged["a"].numpy(), averaged["a_std"].numpy()
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0, atol=1e-5)
+    assert (std > 0).all() and std.max() < 0.5
+    one = loaded.serve_passes(*images, tf.constant(1))
+    np.testing.assert_array_equal(one["a_std"].numpy(), 0.0)
+    for bad in (0, -3):                       # no silent all-zero answer
+        with pytest.raises(tf.errors.InvalidArgumentError, match="passes must be at least 1"):
+            loaded.serve_passes(*images, tf.constant(bad))
