@@ -86,6 +86,10 @@ def predict(export_dir, image_paths, top=0, passes=1):
 def main(argv):
     if not FLAGS.model:
         sys.exit("error: --model is required (a run directory or an exported SavedModel)")
+    if FLAGS.top < 0:
+        sys.exit(f"error: --top={FLAGS.top}: expected 0 (every class) or a positive number of classes")
+    if FLAGS.passes < 1:
+        sys.exit(f"error: --passes={FLAGS.passes}: expected at least 1")
     try:
         result = predict(find_export(FLAGS.model), argv[1:], FLAGS.top, FLAGS.passes)
     except (FileNotFoundError, ValueError) as e:

@@ -151,7 +151,7 @@ def test_exported_model_matches_live_model_without_mail_tf(full_run, tmp_path):
     np.testing.assert_allclose(served["same_breastmnist"], tf.nn.softmax(same["breastmnist"]).numpy(), atol=1e-5)
 
 
-def test_predict_cli_on_real_files_of_different_sizes(full_run):
+def test_predict_cli_on_real_files_of_different_sizes(full_run, tmp_path):
     out, _ = full_run
     skin = next((REAL_DATA / "ham10000").rglob("*.jpg"))                  # 600x450 colour
     mri = next((REAL_DATA / "brain_tumor_mri").rglob("*.jpg"))            # 512x512 grey JPEG
@@ -176,6 +176,20 @@ def test_predict_cli_on_real_files_of_different_sizes(full_run):
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "error: the model takes 2 images" in bad.stderr
     assert "Traceback" not in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", str(out), "--top", "-1", str(skin),
+                          str(mri)], capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error: --top=-1: expected")
+    # A grey + alpha PNG is read as grey (was a traceback).
+    from PIL import Image
+
+    grey_alpha = tmp_path / "grey_alpha.png"
+    Image.open(mri).convert("LA").save(grey_alpha)
+    proc = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", str(out), str(skin),
+                           str(grey_alpha)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    grey = json.loads(proc.stdout)["pneumoniamnist"]["probabilities"]
+    for name, p in grey.items():                  # the alpha channel changes nothing
+        assert p == pytest.approx(result["pneumoniamnist"]["probabilities"][name], abs=0.02)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -16,15 +16,15 @@ from mail_tf.data.sources import DataError
 
 
 def to_rgb_uint8(images, size):
-    """(N, H, W, C) uint8, any H, W and C in {1, 3, 4} -> (N, size, size, 3) uint8.
+    """(N, H, W, C) uint8, any H, W and C in {1, 2, 3, 4} -> (N, size, size, 3) uint8.
 
-    Grey becomes RGB, alpha is dropped, and other sizes are resized (bilinear, antialiased) and
+    Grey (and grey + alpha) becomes RGB, alpha is dropped, and other sizes are resized (bilinear, antialiased) and
     rounded back to uint8. Graph-safe with unknown shapes: the exported serving signature applies
     exactly this to its inputs, so served images are preprocessed as the training images were.
     """
     x = tf.convert_to_tensor(images)
     channels = tf.shape(x)[-1]
-    x = tf.cond(tf.equal(channels, 1), lambda: tf.image.grayscale_to_rgb(x[..., :1]), lambda: x[..., :3])
+    x = tf.cond(tf.less_equal(channels, 2), lambda: tf.image.grayscale_to_rgb(x[..., :1]), lambda: x[..., :3])
     x = tf.ensure_shape(x, [None, None, None, 3])
 
     def resize():
