@@ -68,7 +68,7 @@ def predict(export_dir, image_paths, top=0, passes=1):
             raise ValueError(f"--passes: the model in {export_dir} was exported without serve_passes; re-export it")
         probabilities = loaded.serve_passes(*images, tf.constant(passes, tf.int32))
     else:
-        probabilities = loaded.signatures["serving_default"](**dict(zip(inputs, images)))
+        probabilities = loaded.serve(*images)
     out = {}
     for task, path in zip(tasks, image_paths):
         names = meta["class_names"][task]

@@ -37,10 +37,15 @@ def to_rgb_uint8(images, size):
 
 def _to_uint8_rgb(images, size):
     """(N, H, W[, C]) images -> (N, size, size, 3) uint8 numpy."""
-    x = tf.convert_to_tensor(images)
-    if x.shape.rank == 3:
-        x = x[..., None]
-    return to_rgb_uint8(x, size).numpy()
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or not 1 <= images.shape[-1] <= 4:
+        raise DataError(f"images of shape {images.shape}: expected (N, H, W) or (N, H, W, C) with 1 (grey), "
+                        "2 (grey + alpha), 3 (RGB) or 4 (RGBA) channels")
+    if images.dtype != np.uint8:
+        raise DataError(f"images of dtype {images.dtype}: expected uint8 in [0, 255]")
+    return to_rgb_uint8(images, size).numpy()
 
 
 def decode_file(path, size):

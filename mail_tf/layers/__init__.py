@@ -5,6 +5,7 @@ from mail_tf.layers.dct import channel_dct, dct_matrix
 from mail_tf.layers.dropout import MCDropout
 from mail_tf.layers.drifa import MFA, MIFA, RRA
 from mail_tf.layers.emcam import EMCAM, EMSCA, FUSIONS, MFIFA
+from mail_tf.layers.inputs import SameBatch
 from mail_tf.layers.noise import AttentionNoise, clip_unit, noise_layers, straight_through_clips
 from mail_tf.layers.random_projection import (RandomProjectionDepthwiseConv2D, RandomProjectionPointwiseConv2D,
                                               random_projection_layers, redraw_random_filters)
@@ -12,6 +13,7 @@ from mail_tf.layers.residual import EMILA, ERLA, MSGDC, ChannelAttention, Residu
 
 __all__ = ["AttentionNoise", "ChannelAttention", "ChannelShuffle", "EMCAM", "EMILA", "EMSCA", "ERLA", "FUSIONS",
            "GroupedPointwiseConv2D", "MCDropout", "MFA", "MFIFA", "MIFA", "MSGDC", "RRA",
-           "RandomProjectionDepthwiseConv2D", "RandomProjectionPointwiseConv2D", "ResidualBlock", "block_diagonal",
+           "RandomProjectionDepthwiseConv2D", "RandomProjectionPointwiseConv2D", "ResidualBlock", "SameBatch",
+           "block_diagonal",
            "channel_dct", "clip_unit", "dct_matrix", "noise_layers", "random_projection_layers",
            "redraw_random_filters", "straight_through_clips"]

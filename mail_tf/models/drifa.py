@@ -3,7 +3,7 @@ layout of RRA blocks, MIFA across modalities after every block, one logits head 
 
 import keras
 
-from mail_tf.layers import MCDropout
+from mail_tf.layers import MCDropout, SameBatch
 from mail_tf.layers.drifa import MFA, MIFA, RRA
 from mail_tf.models.mail import STAGE_WIDTHS, normalise_shapes, normalise_tasks, scaled_width
 
@@ -34,7 +34,7 @@ def build_drifa_net(num_classes, input_shape=(128, 128, 3), width=1.0, dropout=0
 
     inputs = [keras.Input(shape, name=f"{task}_image") for (task, _), shape in zip(tasks, shapes)]
     xs = []
-    for (task, _), x in zip(tasks, inputs):
+    for (task, _), x in zip(tasks, SameBatch(name="same_batch")(inputs) if m > 1 else inputs):
         x = keras.layers.Conv2D(widths[0], 7, strides=2, padding="same", name=f"{task}_stem_conv")(x)
         x = MFA(name=f"{task}_stem_mfa")(x)
         x = keras.layers.BatchNormalization(name=f"{task}_stem_bn")(x)
