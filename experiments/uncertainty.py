@@ -34,7 +34,6 @@ flags.DEFINE_string("output_dir", None, "Where to write (default <first run>/unc
 def load_member(run, modalities=None):
     """(config, model with active dropout and best weights, modalities) of one run directory."""
     import mail_tf.data as mdata
-    from mail_tf.models import build_model
     from mail_tf.training import TrainConfig
 
     run = Path(run)
@@ -45,8 +44,8 @@ def load_member(run, modalities=None):
     if modalities is None:
         modalities = mdata.load_experiment(config.dataset, config.image_size, config.seed, config.data_dir,
                                            manifest=mdata.read_manifest(run / "splits.json"))
-    model = build_model(config.model, {m.task: m.num_classes for m in modalities},
-                        (config.image_size, config.image_size, 3), width=config.width, mc_dropout=True)
+    # The run's own model_options (fusion, man, rpf_ratio, ...), with dropout kept on at inference.
+    model = config.build_model({m.task: m.num_classes for m in modalities}, mc_dropout=True)
     model.load_weights(run / "best.weights.h5")
     return config, model, modalities
 

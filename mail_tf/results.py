@@ -131,13 +131,12 @@ def summarise(label, runs, task, parameters=None):
 def count_parameters(run, num_classes):
     """Parameters of the run's model (Keras's count, BN statistics included, as the README's),
     built from its config (no weights needed)."""
-    import mail_tf
+    from mail_tf.training import TrainConfig
 
-    c = run.config
-    size = c["image_size"]
-    model = mail_tf.build_model(c["model"], num_classes, (size, size, 3), width=c.get("width", 1.0),
-                                **(c.get("model_options") or {}))
-    return int(model.count_params())
+    try:
+        return int(TrainConfig.from_dict(run.config).build_model(num_classes).count_params())
+    except ValueError as e:
+        raise ResultsError(f"{run.path}/config.json: {e}") from None
 
 
 def class_counts(run):

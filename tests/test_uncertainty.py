@@ -1,9 +1,14 @@
 """Uncertainty measures against hand-computed values."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from mail_tf import uncertainty as unc
+from test_training import train_cli
 
 PROBS = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
 LABELS = np.array([0, 1, 1])
@@ -35,3 +40,18 @@ def test_calibration_scores():
 def test_reliability_plot(tmp_path):
     unc.plot_reliability({"a": (PROBS, LABELS, 0.33), "b": (PROBS[::-1], LABELS, 0.2)}, tmp_path / "r.png")
     assert (tmp_path / "r.png").stat().st_size > 10_000
+
+
+def test_cli_rebuilds_the_run_with_its_own_model_options(tmp_path):
+    # A run trained with dropout=0: rebuilt with the preset's dropout instead, MC passes would differ
+    # (mutual information > 0) on a model that has no dropout at all.
+    run = tmp_path / "run"
+    train_cli("--model", "resnet18_pair", "--width", "0.25", "--image_size", "32", "--batch_size", "64",
+              "--epochs", "1", "--seed", "1", "--model_option", "dropout=0", "--output_dir", str(run))
+    proc = subprocess.run([sys.executable, "-m", "experiments.uncertainty", "--runs", str(run), "--passes", "3",
+                           "--output_dir", str(tmp_path / "unc")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "unc" / "uncertainty.json").read_text())
+    for task, r in report["tasks"].items():
+        assert r["mutual_information"] == pytest.approx(0.0, abs=1e-6), (task, r["mutual_information"])
+        assert r["count"] > 0 and 0 <= r["accuracy"] <= 1

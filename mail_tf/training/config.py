@@ -107,6 +107,18 @@ class TrainConfig:
         return cls(dataset=dataset, **{**EXPERIMENT_DEFAULTS.get(dataset, {}), **MODEL_DEFAULTS.get(model, {}),
                                        **given})
 
+    def build_model(self, num_classes, **overrides):
+        """The run's model, untrained: its preset at its image size and width with its `model_options`
+        (`overrides` on top, e.g. mc_dropout=True). The one way every tool rebuilds a run's model."""
+        from mail_tf.models.registry import build_model
+
+        options = {**(self.model_options or {}), **overrides}
+        try:   # options passed through a builder's **kwargs are only checked here
+            return build_model(self.model, num_classes, (self.image_size, self.image_size, 3), width=self.width,
+                               **options)
+        except TypeError as e:
+            raise ValueError(f"model_options {options} do not fit {self.model}: {e}") from None
+
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
