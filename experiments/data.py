@@ -54,7 +54,7 @@ def main(argv):
         manifest = data.read_manifest(FLAGS.manifest) if FLAGS.manifest else None
         start = time.perf_counter()
         mods = data.load_experiment(FLAGS.dataset, FLAGS.image_size, FLAGS.seed, FLAGS.data_dir, manifest,
-                                    FLAGS.skip_bad_images)
+                                    FLAGS.skip_bad_images, manifest_name=f"--manifest {FLAGS.manifest}")
         load_s = time.perf_counter() - start
     except data.DataError as e:
         sys.exit(f"error: {e}")

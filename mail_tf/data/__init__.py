@@ -4,16 +4,21 @@ from mail_tf.data.pipeline import (Modality, eval_datasets, eval_partners, manif
                                    train_dataset, train_index)
 from mail_tf.data.registry import EXPERIMENTS, DatasetSpec, parse_spec, resolve_experiment
 from mail_tf.data.sources import DataError, Items, Source
-from mail_tf.data.splits import read_manifest, write_manifest
+from mail_tf.data.splits import check_manifest, read_manifest, write_manifest
 
 
-def load_experiment(name, image_size=128, seed=0, data_dir=None, manifest=None, skip_bad=False):
+def load_experiment(name, image_size=128, seed=0, data_dir=None, manifest=None, skip_bad=False,
+                    manifest_name="split manifest"):
     """Load every modality of a named experiment (or spec string) as decoded `Modality` objects.
 
-    manifest: {task: {split: [ids]}} from a previous run's split manifest, to reuse its splits.
+    manifest: {task: {split: [ids]}} from a previous run's split manifest, to reuse its splits; checked
+    against the experiment's tasks (errors name it as `manifest_name`).
     """
+    specs = resolve_experiment(name)
+    if manifest is not None:
+        check_manifest(manifest, [spec.task for spec in specs], manifest_name)
     modalities = []
-    for spec in resolve_experiment(name):
+    for spec in specs:
         source = spec.load(data_dir)
         modalities.append(prepare_modality(spec.task, source, image_size, seed=seed,
                                            manifest=(manifest or {}).get(spec.task), skip_bad=skip_bad))
@@ -21,5 +26,5 @@ def load_experiment(name, image_size=128, seed=0, data_dir=None, manifest=None, 
 
 
 __all__ = ["DataError", "DatasetSpec", "EXPERIMENTS", "Items", "Modality", "Source", "eval_datasets",
-           "eval_partners", "load_experiment", "manifests", "parse_spec", "prepare_modality", "read_manifest",
+           "check_manifest", "eval_partners", "load_experiment", "manifests", "parse_spec", "prepare_modality", "read_manifest",
            "resolve_experiment", "train_dataset", "train_index", "write_manifest"]

@@ -8,12 +8,14 @@ their own split.
 """
 
 import dataclasses
+import sys
 
 import numpy as np
 import tensorflow as tf
 
 from mail_tf.data import augment
 from mail_tf.data.images import load_images
+from mail_tf.data.sources import DataError
 from mail_tf.data.splits import make_splits
 
 
@@ -41,7 +43,27 @@ def prepare_modality(task, source, image_size, seed=0, manifest=None, skip_bad=F
         images[split] = array
         labels[split] = items.labels[keep]
         ids[split] = [items.ids[i] for i in keep]
+    check_split_sizes(task, list(source.class_names), labels)
     return Modality(task, list(source.class_names), images, labels, ids)
+
+
+def check_split_sizes(task, class_names, labels):
+    """Refuse a split without images or a class without training images (after skipped files too);
+    name every class missing from validation or test, with its counts."""
+    counts = {split: np.bincount(np.asarray(y, np.int64), minlength=len(class_names)) for split, y in labels.items()}
+    sizes = ", ".join(f"{split} {int(c.sum())}" for split, c in counts.items())
+    for split, c in counts.items():
+        if c.sum() == 0:
+            raise DataError(f"{task}: the {split} split holds no images ({sizes}); it needs at least one")
+    for k, name in enumerate(class_names):
+        per_split = ", ".join(f"{split} {int(c[k])}" for split, c in counts.items())
+        if counts["train"][k] == 0:
+            raise DataError(f"{task}: class {name!r} has no training images ({per_split}); add images or "
+                            "remove the class folder")
+        absent = [split for split, c in counts.items() if split != "train" and c[k] == 0]
+        if absent:
+            print(f"  warning: {task}: class {name!r} has no {' or '.join(absent)} images ({per_split}); "
+                  f"its {'/'.join(absent)} metrics cannot score it", file=sys.stderr)
 
 
 def _scale(images):

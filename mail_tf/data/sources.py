@@ -9,12 +9,16 @@ import csv
 import dataclasses
 import hashlib
 import os
+import sys
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff")
+# What tf.io.decode_image reads. TIFF is not among them: such files are counted and reported, never
+# taken as images that then fail to decode (or, with --skip_bad_images, silently empty a class).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+UNREADABLE_EXTENSIONS = (".tif", ".tiff", ".dcm", ".nii", ".gz")
 
 
 class DataError(ValueError):
@@ -54,8 +58,35 @@ def _require_dir(path, what):
     return path
 
 
+def is_system_name(name):
+    """Hidden files and folders, and the archive debris of macOS (`__MACOSX`, `._x.jpg`)."""
+    return name.startswith(".") or name.startswith("__")
+
+
 def _images_in(folder):
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """Image files below `folder`, symlinked subfolders followed (each real folder once: no cycles),
+    hidden and system entries skipped. Files of formats TensorFlow cannot decode are reported."""
+    found, unreadable, seen = [], [], set()
+    for where, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(where)
+        if real in seen:            # a symlink back up the tree, or two links to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not is_system_name(d))
+        for name in files:
+            suffix = Path(name).suffix.lower()
+            if is_system_name(name):
+                continue
+            if suffix in IMAGE_EXTENSIONS:
+                found.append(Path(where) / name)
+            elif suffix in UNREADABLE_EXTENSIONS:
+                unreadable.append(Path(where) / name)
+    if unreadable:
+        kinds = sorted({p.suffix.lower() for p in unreadable})
+        print(f"  {folder}: ignored {len(unreadable)} file(s) of a format TensorFlow cannot decode "
+              f"({', '.join(kinds)}), e.g. {unreadable[0]}; convert them to PNG to use them", file=sys.stderr)
+    return sorted(found)
 
 
 def _class_folder_items(root, class_dirs, class_names, subdir=None):
@@ -78,7 +109,7 @@ def _class_folder_items(root, class_dirs, class_names, subdir=None):
 def load_folder(root, name="folder"):
     """Any folder of class subfolders (`root/<class>/**/*.jpg`), class names sorted alphabetically."""
     root = _require_dir(root, name)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not is_system_name(d.name))
     if len(classes) < 2:
         raise DataError(f"{name}: {str(root)!r} must hold one subfolder per class (at least 2), found {classes}")
     items = _class_folder_items(root, [root / c for c in classes], classes)

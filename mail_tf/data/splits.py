@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mail_tf.data.sources import DataError, Items, Source
+from mail_tf.data.sources import DataError, Items
 
 FRACTIONS = (0.8, 0.1, 0.1)
 SPLITS = ("train", "val", "test")
@@ -90,6 +90,32 @@ def _concat(parts):
         images = [x for p in parts for x in p.images]
     groups = None if parts[0].groups is None else [g for p in parts for g in p.groups]
     return Items(images, np.concatenate([p.labels for p in parts]), [i for p in parts for i in p.ids], groups)
+
+
+def check_manifest(manifest, tasks, where="manifest"):
+    """A split manifest must be {task: {split: [ids]}} for exactly these tasks, each id in one split only."""
+    def fail(problem):
+        raise DataError(f"{where}: {problem}")
+
+    if not isinstance(manifest, dict):
+        fail(f"expected {{task: {{split: [ids]}}}}, got a {type(manifest).__name__}")
+    unknown, missing = sorted(set(manifest) - set(tasks)), [t for t in tasks if t not in manifest]
+    if unknown or missing:
+        fail(f"tasks {sorted(manifest)} do not match the experiment's {list(tasks)}"
+             + (f" (unknown: {unknown})" if unknown else "") + (f" (missing: {missing})" if missing else ""))
+    for task, splits in manifest.items():
+        if not isinstance(splits, dict) or set(splits) != set(SPLITS):
+            fail(f"{task}: expected the splits {list(SPLITS)}, each a list of ids, got "
+                 f"{sorted(splits) if isinstance(splits, dict) else type(splits).__name__}")
+        seen = {}
+        for split in SPLITS:
+            ids = splits[split]
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                fail(f"{task}/{split}: expected a list of item ids (strings)")
+            for item in ids:
+                if item in seen:
+                    fail(f"{task}: item {item!r} is listed in {seen[item]} and in {split}; an item belongs to one split")
+                seen[item] = split
 
 
 def manifest_of(splits):
