@@ -9,7 +9,7 @@ import mail_tf
 from mail_tf import layers as L
 from mail_tf.attacks import SignAttack, sign_attack, tmtl_objective
 from mail_tf.training.step import make_train_step
-from conftest import TASKS, images
+from conftest import images
 
 EPS = 4 / 255
 

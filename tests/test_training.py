@@ -7,6 +7,7 @@ what these tests exercise.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,7 +208,7 @@ def test_bad_settings_are_one_clear_line(args, message, tmp_path):
 
 def test_reusing_a_run_directory_must_be_explicit(full_run, tmp_path):
     from mail_tf.training import RunError, TrainConfig
-    from mail_tf.training.trainer import MARKER, check_run_dir, start_run_dir
+    from mail_tf.training.run_dir import LOCK, MARKER, check_run_dir, start_run_dir
 
     out, _ = full_run
     proc = train_cli(*TINY, "--output_dir", str(out), check=False)
@@ -230,9 +231,38 @@ def test_reusing_a_run_directory_must_be_explicit(full_run, tmp_path):
     (run / "tensorboard").mkdir(parents=True)
     for name in (MARKER, "config.json", "metrics.json", "curves.png"):
         (run / name).write_text("old")
-    start_run_dir(check_run_dir(run, other, overwrite=True), other, overwrite=True)
-    assert sorted(p.name for p in run.iterdir()) == sorted([MARKER, "config.json"])
+    start_run_dir(check_run_dir(run, other, overwrite=True), other, overwrite=True).release()
+    assert sorted(p.name for p in run.iterdir()) == sorted([MARKER, "config.json", LOCK])
     assert json.loads((run / "config.json").read_text())["image_size"] == 48
+
+
+def test_one_writer_per_run_and_a_damaged_checkpoint_names_the_last_good_one(full_run, tmp_path):
+    from mail_tf.training.run_dir import RunLock
+
+    out = tmp_path / "copy"
+    shutil.copytree(full_run[0], out)
+    lock = RunLock(out)                       # this process is "still training" it
+    proc = train_cli("--output_dir", str(out), "--resume", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"{out} is in use by process {os.getpid()}; wait for that run to end" in proc.stderr
+    lock.release()
+
+    data = (out / "checkpoint.npz").read_bytes()
+    (out / "checkpoint.npz").write_bytes(data[: len(data) // 2])         # truncated on disk
+    proc = train_cli("--output_dir", str(out), "--resume", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "checkpoint.npz is corrupt or truncated (BadZipFile" in proc.stderr
+    assert "the last good checkpoint is checkpoint.prev.npz (epoch 2): move it to checkpoint.npz" in proc.stderr
+
+
+def test_a_best_model_counts_only_once_its_checkpoint_does(tmp_path):
+    from mail_tf.training.run_dir import BEST, BEST_PENDING, recover_best
+
+    for state, kept in (({"epoch": 4, "best_epoch": 4}, "new"), ({"epoch": 3, "best_epoch": 2}, "old")):
+        (tmp_path / BEST).write_text("old")
+        (tmp_path / BEST_PENDING).write_text("new")     # killed between the weights and the checkpoint's rename
+        recover_best(tmp_path, state)
+        assert (tmp_path / BEST).read_text() == kept and not (tmp_path / BEST_PENDING).exists()
 
 
 def test_a_failed_data_load_leaves_no_run_behind(tmp_path):

@@ -6,9 +6,30 @@ moment leaves either the previous checkpoint or the new one, never half of each.
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
+
+
+class CorruptCheckpoint(ValueError):
+    """The checkpoint file cannot be read (truncated or damaged on disk)."""
+
+
+def _open(path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise CorruptCheckpoint(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e})") from None
+
+
+def read_state(path):
+    """The loop state saved in a checkpoint, without restoring anything."""
+    with _open(path) as data:
+        try:
+            return json.loads(str(data["state"]))
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+            raise CorruptCheckpoint(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e})") from None
 
 
 def _variables(model, optimizer, average=None):
@@ -37,7 +58,8 @@ def save(path, model, optimizer, state, average=None):
 
 def load(path, model, optimizer, average=None):
     """Restore the variables saved by `save` (optimiser must be built) and return the state dict."""
-    with np.load(path, allow_pickle=False) as data:
+    state = read_state(path)     # first: a damaged file fails before any variable changes
+    with _open(path) as data:
         for group, variables in _variables(model, optimizer, average).items():
             if f"{group}_paths" not in data:
                 raise ValueError(f"checkpoint {path} holds no {group} variables; it was written by a "
@@ -47,9 +69,12 @@ def load(path, model, optimizer, average=None):
                 raise ValueError(f"checkpoint {path}: {len(paths)} {group} variables saved, the current "
                                  f"{group} has {len(variables)}; it was written by a different configuration")
             for i, v in enumerate(variables):
-                value = data[f"{group}/{i}"]
+                try:
+                    value = data[f"{group}/{i}"]
+                except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+                    raise CorruptCheckpoint(f"checkpoint {path} is corrupt ({type(e).__name__}: {e})") from None
                 if tuple(value.shape) != tuple(v.shape):
                     raise ValueError(f"checkpoint {path}: {group} variable {paths[i]} has shape "
                                      f"{value.shape}, expected {tuple(v.shape)}")
                 v.assign(value)
-        return json.loads(str(data["state"]))
+    return state

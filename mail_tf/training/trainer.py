@@ -3,7 +3,9 @@
 A run directory holds everything of one run:
   config.json         the TrainConfig (compared on resume)
   splits.json         every item's split, reused on resume
-  checkpoint.npz      model + optimiser + loop state after the last finished epoch
+  checkpoint.npz      model + optimiser + loop state after the last finished epoch (checkpoint.prev.npz:
+                      the one before)
+  run.lock            held by the process writing the run (run_dir.py)
   best.weights.h5     weights of the epoch with the lowest validation loss (with --ema_decay: the
                       weight average's, which is what is validated)
   model.keras         the best model, loadable with keras.saving.load_model (after `import mail_tf`)
@@ -17,10 +19,8 @@ import dataclasses
 import inspect
 import math
 import json
-import shutil
 import sys
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -30,22 +30,14 @@ from mail_tf import data as mdata
 from mail_tf.layers.noise import noise_layers
 from mail_tf.layers.walk import sublayers
 from mail_tf.models.mail import MIN_IMAGE_SIZE
-from mail_tf.models.registry import PRESETS, build_model
-from mail_tf.training import checkpoint
+from mail_tf.models.registry import PRESETS
 from mail_tf.training.averaging import WeightAverage
-from mail_tf.training.config import TrainConfig
 from mail_tf.training.decay import decayed_kernels
 from mail_tf.training.metrics import classification_metrics, cross_entropy
 from mail_tf.training.report import plot_history
+from mail_tf.training.run_dir import (BEST, BEST_PENDING, CHECKPOINT, RunError, check_run_dir, commit_best,
+                                      load_checkpoint, recover_best, save_checkpoint, start_run_dir)
 from mail_tf.training.step import make_distributed_predict_fn, make_train_step
-
-RUN_FILES = ("config.json", "splits.json", "checkpoint.npz", "best.weights.h5", "model.keras", "export",
-             "metrics.json", "curves.png", "tensorboard")
-
-
-class RunError(ValueError):
-    """A problem with the run's settings or output directory, stated in one line."""
-
 
 def check_config(config):
     """Fail fast, before any data is read, on settings the network cannot take."""
@@ -63,56 +55,6 @@ def check_config(config):
         mdata.resolve_experiment(config.dataset)
     except mdata.DataError as e:
         raise RunError(str(e)) from None
-
-
-MARKER = ".mail_tf_run"    # written into every run directory: proof that --overwrite may clear it
-
-
-def check_run_dir(output_dir, config, resume=False, overwrite=False):
-    """Check that the run directory may be used (nothing is written or deleted here). Reusing one
-    that holds a run must be explicit, and --overwrite only ever clears a run directory holding
-    nothing but what a run writes."""
-    out = Path(output_dir)
-    if resume and overwrite:
-        raise RunError("resume and overwrite exclude each other")
-    existing = out / "config.json"
-    if resume:
-        if not existing.exists():
-            raise RunError(f"--resume: {out} holds no run (no config.json)")
-        saved = TrainConfig.from_dict(json.loads(existing.read_text()))
-        diff = config.differences(saved)
-        if diff:
-            listed = ", ".join(f"{k}={new!r} (run has {old!r})" for k, (new, old) in diff.items())
-            raise RunError(f"--resume: settings differ from the run in {out}: {listed}")
-    elif out.exists() and any(out.iterdir()):
-        if not overwrite:
-            what = "a run" if existing.exists() else "other files"
-            raise RunError(f"output directory {out} already holds {what}; pass --resume to continue "
-                           f"it or --overwrite to replace it")
-        if not (out / MARKER).exists() and not existing.exists():
-            raise RunError(f"--overwrite: {out} is not a run directory (no {MARKER} or config.json); "
-                           f"refusing to delete anything in it")
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES + (MARKER,))
-        if foreign:
-            raise RunError(f"--overwrite: {out} holds files no run wrote ({', '.join(foreign[:5])}); "
-                           f"refusing to delete anything in it")
-    return out
-
-
-def start_run_dir(out, config, overwrite=False):
-    """Clear a checked run directory (only the files a run writes) when overwriting, then write the
-    marker and config.json. Called once the data has loaded, so a failed load leaves nothing behind."""
-    if overwrite and out.exists():
-        for name in RUN_FILES + (MARKER,):
-            path = out / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("a mail-tf run directory (experiments.train); --overwrite may clear it\n")
-    (out / "config.json").write_text(config.to_json() + "\n")
-    return out
 
 
 def make_optimizer(config, model):
@@ -214,8 +156,9 @@ class Trainer:
         manifest = mdata.read_manifest(manifest_path) if manifest_path else None
         self.log(f"loading {config.dataset} at {config.image_size}x{config.image_size} ...")
         self.modalities = mdata.load_experiment(config.dataset, config.image_size, config.seed, config.data_dir,
-                                                manifest=manifest, skip_bad=config.skip_bad_images)
-        start_run_dir(self.out, config, overwrite)       # only now: a failed load leaves no run behind
+                                                manifest=manifest, skip_bad=config.skip_bad_images,
+                                                manifest_name=f"split manifest {str(manifest_path)!r}")
+        self.lock = start_run_dir(self.out, config, overwrite)    # only now: a failed load leaves no run behind
         mdata.write_manifest(self.out / "splits.json", mdata.manifests(self.modalities))
         self.tasks = [m.task for m in self.modalities]
         if config.loss_weights is not None and len(config.loss_weights) != len(self.tasks):
@@ -227,12 +170,10 @@ class Trainer:
             self.log(f"  {m.task}: {m.num_classes} classes {m.class_names}; images {sizes}")
 
         with self.strategy.scope():
-            try:   # options passed through a builder's **kwargs are only checked here
-                self.model = build_model(config.model, {m.task: m.num_classes for m in self.modalities},
-                                         (config.image_size, config.image_size, 3), width=config.width,
-                                         **(config.model_options or {}))
-            except TypeError as e:
-                raise RunError(f"model_options {config.model_options} do not fit {config.model}: {e}") from None
+            try:
+                self.model = config.build_model({m.task: m.num_classes for m in self.modalities})
+            except ValueError as e:
+                raise RunError(str(e)) from None
             configure_batch_norm(self.model, self.strategy.num_replicas_in_sync > 1, config.bn_momentum)
             self.optimizer = make_optimizer(config, self.model)
             self.optimizer.build(self.model.trainable_variables)
@@ -245,10 +186,11 @@ class Trainer:
         self.predict = make_distributed_predict_fn(self.model, self.strategy)
 
         self.state = LoopState(learning_rate=config.learning_rate)
-        if resume and (self.out / "checkpoint.npz").exists():
-            saved = checkpoint.load(self.out / "checkpoint.npz", self.model, self.optimizer, self.average)
+        if resume and (self.out / CHECKPOINT).exists():
+            saved = load_checkpoint(self.out, self.model, self.optimizer, self.average)
+            recover_best(self.out, saved)
             self.state = LoopState(**saved)
-            self.log(f"resumed from {self.out / 'checkpoint.npz'} after epoch {self.state.epoch}")
+            self.log(f"resumed from {self.out / CHECKPOINT} after epoch {self.state.epoch}")
         self._set_learning_rate(self.state.learning_rate)
 
     # -- evaluation -------------------------------------------------------------------------------
@@ -303,8 +245,8 @@ class Trainer:
                 val_loss, val = self.evaluate("val")
                 state.epoch = epoch
                 improved = state.update_schedule(val_loss, config)
-                if improved:
-                    self.model.save_weights(self.out / "best.weights.h5")
+                if improved:    # renamed to best.weights.h5 once the checkpoint records this epoch
+                    self.model.save_weights(self.out / BEST_PENDING)
             record = {"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss,
                       "learning_rate": float(self.optimizer.learning_rate), "train_seconds": train_time,
                       "val": {t: _summary(v) for t, v in val.items()}}
@@ -325,8 +267,8 @@ class Trainer:
                         if v[name] is not None:
                             tf.summary.scalar(f"val_{name}/{t}", v[name])
             writer.flush()
-            checkpoint.save(self.out / "checkpoint.npz", self.model, self.optimizer, dataclasses.asdict(state),
-                            self.average)
+            save_checkpoint(self.out, self.model, self.optimizer, dataclasses.asdict(state), self.average)
+            commit_best(self.out)
             plot_history(state.history, self.tasks, self.out / "curves.png")
         if state.stopped_early:
             self.log(f"early stopping after epoch {state.epoch}: no better validation loss since epoch "
@@ -387,8 +329,8 @@ def finish(trainer):
     from mail_tf.export import export_serving
 
     out, state = trainer.out, trainer.state
-    if (out / "best.weights.h5").exists():
-        trainer.model.load_weights(out / "best.weights.h5")
+    if (out / BEST).exists():
+        trainer.model.load_weights(out / BEST)
     results = {}
     for split in ("val", "test"):
         loss, per_task = trainer.evaluate(split)
@@ -400,4 +342,5 @@ def finish(trainer):
                "best_epoch": state.best_epoch, "stopped_early": state.stopped_early, **results,
                "history": state.history}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    trainer.lock.release()
     return metrics
