@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import number_list  # noqa: E402
+from experiments.cli import check_ranges, number_list  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["mail_rn18", "mail_rn50", "resnet18_pair"], "Model presets to benchmark.")
@@ -126,6 +126,11 @@ def format_table(results):
 
 def main(argv):
     del argv
+    try:
+        check_ranges(FLAGS, {"image_size": (32, None), "batch_size": (1, None), "width": (0.01, None), "warmup": (0, None),
+                             "steps": (1, None), "seed": (0, None), "attack_pairs": (0, None), "adv_iters": (0, None)})
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     from mail_tf.models import PRESETS
 
     unknown = [m for m in FLAGS.models if m not in PRESETS]

@@ -11,3 +11,16 @@ def number_list(flag, values, kind, valid, expected):
     if not numbers or not all(valid(n) for n in numbers):
         raise ValueError(f"{flag}={','.join(values)}: expected a comma-separated list of {expected}")
     return numbers
+
+
+def check_ranges(flag_values, bounds):
+    """Every numeric flag in range before anything loads. bounds: {flag: (low, high)}, None for an
+    open end; an unset (None) flag is skipped. ValueError: one line naming the flag and the range."""
+    for name, (low, high) in bounds.items():
+        value = flag_values[name].value
+        if value is None:
+            continue
+        if (low is not None and value < low) or (high is not None and value > high):
+            expected = (f"in [{low}, {high}]" if low is not None and high is not None
+                        else f">= {low}" if low is not None else f"<= {high}")
+            raise ValueError(f"--{name}={value}: expected {expected}")

@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from experiments.cli import check_ranges  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "medmnist", "Named experiment or KIND[:OPTION]=ROOT,... spec.")
 flags.DEFINE_string("data_dir", None, "Folder holding the downloaded datasets (default $MAIL_TF_DATA_DIR or ./data).")
@@ -46,6 +48,10 @@ def measure(dataset, batches):
 
 def main(argv):
     del argv
+    try:
+        check_ranges(FLAGS, {"image_size": (1, None), "batch_size": (1, None), "seed": (0, None), "batches": (0, None)})
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     import numpy as np
 
     from mail_tf import data

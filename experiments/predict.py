@@ -35,16 +35,12 @@ def find_export(path):
 
 
 def read_image(path):
-    """An image file -> (1, H, W, C) uint8 tensor."""
-    import tensorflow as tf
+    """An image file -> (1, H, W, C) uint8 tensor (its own channels: the SavedModel converts them)."""
+    from mail_tf.data.images import decode_bytes
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"image {path}: no such file")
-    try:
-        image = tf.io.decode_image(tf.io.read_file(str(path)), dtype=tf.uint8, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-        raise ValueError(f"image {path}: cannot decode it; expected a PNG, JPEG, BMP, GIF or WebP file") from None
-    return image[None]
+    return decode_bytes(Path(path).read_bytes(), f"image {path}")[None]
 
 
 def predict(export_dir, image_paths, top=0, passes=1):

@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from experiments.cli import number_list  # noqa: E402
+from experiments.cli import check_ranges, number_list  # noqa: E402
 
 ATTACK_NAMES = ["fgsm", "bim", "pgd", "mim", "apgd-ce", "apgd-dlr", "square", "autoattack-lite", "transfer",
                 "autoattack"]   # the old spelling of autoattack-lite
@@ -169,17 +169,9 @@ def sanity_checks(evaluate, spec, main, protocol, log, square=False):
 
 def check_flags():
     """Every numeric flag in range, before anything loads: one line naming the flag and the range."""
-    bounds = [("iters", FLAGS.iters, 1, None, True), ("num_samples", FLAGS.num_samples, 1, None, True),
-              ("batch_size", FLAGS.batch_size, 1, None, False), ("eps", FLAGS.eps, 0.0, 1.0, False),
-              ("restarts", FLAGS.restarts, 1, None, False), ("queries", FLAGS.queries, 1, None, False),
-              ("eot", FLAGS.eot, 1, None, False), ("draws", FLAGS.draws, 1, None, False),
-              ("sanity_samples", FLAGS.sanity_samples, 1, None, True)]
-    for name, value, low, high, optional in bounds:
-        if value is None and optional:
-            continue
-        if value is None or value < low or (high is not None and value > high):
-            expected = f"in [{low}, {high}]" if high is not None else f">= {low}"
-            raise ValueError(f"--{name}={value}: expected {expected}")
+    check_ranges(FLAGS, {"iters": (1, None), "num_samples": (1, None), "batch_size": (1, None), "eps": (0.0, 1.0),
+                         "restarts": (1, None), "queries": (1, None), "eot": (1, None), "draws": (1, None),
+                         "sanity_samples": (1, None), "seed": (0, None)})
     if FLAGS.step is not None and not FLAGS.step > 0:
         raise ValueError(f"--step={FLAGS.step}: expected a positive step size")
 

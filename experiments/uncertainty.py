@@ -20,6 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from experiments.cli import check_ranges  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "Run directories of experiments.train (several: an ensemble).")
 flags.DEFINE_integer("passes", 30, "Stochastic passes per member.")
@@ -80,8 +82,11 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {argv[1:]}; settings are --flags (see --help)")
     if not FLAGS.runs:
         sys.exit("error: --runs is required: one or more run directories of experiments.train, comma-separated")
-    if FLAGS.passes < 1:
-        sys.exit(f"error: --passes={FLAGS.passes}: expected at least 1")
+    try:
+        check_ranges(FLAGS, {"passes": (1, None), "batch_size": (1, None), "bins": (1, None), "top": (0, None),
+                             "seed": (0, None)})
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     import numpy as np
 
     from mail_tf.data import DataError

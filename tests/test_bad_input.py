@@ -6,6 +6,8 @@ passes (test_adversarial_training), data folders and manifests (test_data).
 """
 
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -169,3 +171,99 @@ def test_a_split_manifest_is_validated(tmp_path, case, manifest, message):
     root = _folder(tmp_path / "data", {"a": 3, "b": 3})
     with pytest.raises(DataError, match=re.escape(f"split manifest: {message}")):
         data.load_experiment(f"folder:t={root}", image_size=8, manifest=manifest)
+
+
+# ---------------------------------------------------------------- dataset specs, roots and files
+
+SPECS = [
+    ("a trailing comma", "medmnist:breastmnist=,", "an empty entry (a trailing or doubled comma?)"),
+    ("a folder without its path", "folder:=", "a folder needs its path, e.g. folder:xray=/data/xrays"),
+]
+
+
+@pytest.mark.parametrize("case,spec,message", SPECS, ids=[c[0] for c in SPECS])
+def test_dataset_specs_are_checked(case, spec, message):
+    with pytest.raises(DataError, match=re.escape(message)):
+        data.resolve_experiment(spec)
+
+
+def test_a_missing_named_dataset_says_where_to_get_it_and_how_to_point_at_it(tmp_path):
+    with pytest.raises(DataError) as e:
+        data.load_experiment("sipakmed", data_dir=str(tmp_path))
+    message = str(e.value)
+    for part in (f"sipakmed: data root '{tmp_path / 'sipakmed'}' does not exist", "https://www.cs.uoi.gr/~marina/",
+                 "im_Dyskeratotic", "--data_dir DIR (holding sipakmed/)", "$MAIL_TF_DATA_DIR"):
+        assert part in message, (part, message)
+
+
+def test_a_misspelt_medmnist_root_creates_nothing(tmp_path):
+    root = tmp_path / "mednist" / "typo"
+    with pytest.raises(DataError, match=re.escape(f"MedMNIST root '{root}' does not exist")):
+        data.load_experiment(f"medmnist:breastmnist={root}")
+    assert not (tmp_path / "mednist").exists()               # was: created, then the download failed
+
+
+def test_undecodable_and_oversized_images_are_named_without_tensorflow_internals(tmp_path, monkeypatch):
+    from mail_tf.data import images
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(DataError) as e:
+        images.decode_file(str(bad), 8)
+    assert str(e.value) == f"{bad}: cannot decode the image; expected a JPEG, PNG, BMP, GIF or WebP file that is not damaged"
+    # A 20-byte header claiming 100000 x 100000 pixels is refused before any decoding.
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + (100_000).to_bytes(4, "big") * 2 + b"\x08\x02")
+    with pytest.raises(DataError, match=re.escape("bomb.png: 100000x100000 pixels is more than the 64,000,000 allowed")):
+        images.decode_file(str(bomb), 8)
+    ok = tmp_path / "ok.jpg"
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(ok)
+    assert images.header_size(ok.read_bytes()) == (40, 30)
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)         # the cap is a setting (MAIL_TF_MAX_IMAGE_PIXELS)
+    with pytest.raises(DataError, match="40x30 pixels is more than the 1,000 allowed"):
+        images.decode_file(str(ok), 8)
+
+
+# ---------------------------------------------------------------- numeric flags of every CLI
+
+CLI_FLAGS = [   # (entry point, bad flag, expected line); checked before anything loads
+    ("experiments.train", "--epochs=0", "epochs=0: expected at least 1"),
+    ("experiments.train", "--weight_decay=-1", "weight_decay=-1.0: expected at least 0"),
+    ("experiments.train", "--adv_eps=2", "adv_eps=2.0: expected at most 1"),
+    ("experiments.train", "--early_stopping_patience=-1", "early_stopping_patience=-1: expected at least 0"),
+    ("experiments.benchmark", "--steps=0", "--steps=0: expected >= 1"),
+    ("experiments.benchmark", "--batch_size=-2", "--batch_size=-2: expected >= 1"),
+    ("experiments.data", "--batch_size=0", "--batch_size=0: expected >= 1"),
+    ("experiments.data", "--seed=-1", "--seed=-1: expected >= 0"),
+    ("experiments.uncertainty", "--bins=0", "--bins=0: expected >= 1"),
+    ("experiments.uncertainty", "--passes=0", "--passes=0: expected >= 1"),
+    ("experiments.predict", "--top=-1", "--top=-1: expected 0 (every class) or a positive number"),
+]
+
+
+@pytest.mark.parametrize("module", sorted({c[0] for c in CLI_FLAGS}))
+def test_every_cli_refuses_an_out_of_range_number_in_one_line(module, tmp_path):
+    # One interpreter per entry point runs its cases: main() with the flags parsed as on a command line.
+    cases = [(flag, expected) for m, flag, expected in CLI_FLAGS if m == module]
+    script = "\n".join([
+        "import importlib",
+        "from absl import flags",
+        f"m = importlib.import_module({module!r})",
+        f"for flag, expected in {cases!r}:",
+        "    for name in list(flags.FLAGS):",
+        "        flags.FLAGS[name].unparse()",
+        f"    argv = flags.FLAGS([{module!r}, flag, '--runs=x', '--model={tmp_path / 'none'}'], known_only=True)",
+        "    try:",
+        "        m.main(argv[:1])",
+        "        print('RESULT no error')",
+        "    except SystemExit as e:",
+        "        print('RESULT exit |', e.code)",
+        "    except Exception as e:",
+        "        print('RESULT', type(e).__name__, '|', e)",
+    ])
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert len(lines) == len(cases), proc.stdout
+    for line, (flag, expected) in zip(lines, cases):
+        assert expected in line and "no error" not in line, (flag, line)

@@ -127,7 +127,7 @@ def test_corrupt_image_is_named_or_skipped_and_reported(tmp_path, capsys):
     _write_image(good)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image at all")
-    with pytest.raises(data.DataError, match="bad.jpg: cannot read or decode"):
+    with pytest.raises(data.DataError, match="bad.jpg: cannot decode the image; expected a JPEG, PNG"):
         load_images([str(good), str(bad)], 16)
     arr, keep = load_images([str(good), str(bad)], 16, skip_bad=True, label="x")
     assert arr.shape[0] == 1 and keep.tolist() == [0]

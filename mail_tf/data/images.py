@@ -6,6 +6,8 @@ scales. Decoding runs in a few threads (TensorFlow's decoders release the GIL).
 """
 
 import concurrent.futures
+import os
+import struct
 import sys
 import time
 
@@ -48,15 +50,51 @@ def _to_uint8_rgb(images, size):
     return to_rgb_uint8(images, size).numpy()
 
 
+# Decoding costs ~55 bytes per pixel at its peak, so a small file claiming a huge size (a
+# decompression bomb) could take the machine's memory: images above this are refused unread.
+MAX_PIXELS = int(os.environ.get("MAIL_TF_MAX_IMAGE_PIXELS", 64_000_000))
+FORMATS = "JPEG, PNG, BMP, GIF or WebP"
+
+
+def header_size(data):
+    """(width, height) from a PNG, GIF, BMP or JPEG header, or None if the format is not recognised."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])
+    if data[:2] == b"BM" and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(width), abs(height)
+    if data[:2] == b"\xff\xd8":
+        try:
+            height, width, _ = tf.io.extract_jpeg_shape(data).numpy()
+            return int(width), int(height)
+        except tf.errors.OpError:
+            return None
+    return None
+
+
+def decode_bytes(data, name, channels=0):
+    """Encoded image bytes -> (H, W, C) uint8 tensor; DataError naming `name` if the file is too large
+    (`MAIL_TF_MAX_IMAGE_PIXELS`) or cannot be decoded."""
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise DataError(f"{name}: {size[0]}x{size[1]} pixels is more than the {MAX_PIXELS:,} allowed per image "
+                        "(raise MAIL_TF_MAX_IMAGE_PIXELS to accept it)")
+    try:
+        return tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
+    except tf.errors.OpError:
+        raise DataError(f"{name}: cannot decode the image; expected a {FORMATS} file that is not damaged") from None
+
+
 def decode_file(path, size):
     """One image file -> (size, size, 3) uint8; DataError naming the file if it cannot be read."""
     try:
-        data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    except (tf.errors.OpError, OSError) as e:
-        message = getattr(e, "message", str(e)).strip().splitlines()[0]
-        raise DataError(f"{path}: cannot read or decode the image ({message})") from None
-    return _to_uint8_rgb(image[None], size)[0]
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    return _to_uint8_rgb(decode_bytes(data, path, channels=3)[None], size)[0]
 
 
 def load_images(images, size, skip_bad=False, label=""):

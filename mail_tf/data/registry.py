@@ -27,6 +27,19 @@ READERS = {
 }
 DEFAULT_FOLDERS = {"sipakmed": "sipakmed", "ham10000": "ham10000", "brain_mri": "brain_tumor_mri",
                    "iqothnccd": "iqothnccd"}
+# Where each dataset comes from and what its folder must look like: the message for a missing root.
+OBTAIN = {
+    "sipakmed": "SIPaKMeD (https://www.cs.uoi.gr/~marina/sipakmed.html): five folders im_Dyskeratotic, "
+                "im_Koilocytotic, im_Metaplastic, im_Parabasal, im_Superficial-Intermediate, each with CROPPED/*.bmp",
+    "ham10000": "HAM10000 (https://doi.org/10.7910/DVN/DBW86T): HAM10000_metadata.csv and the ISIC_*.jpg images "
+                "anywhere below it (e.g. HAM10000_images_part_1/, _part_2/)",
+    "brain_mri": "the Nickparvar brain tumour MRI set (https://www.kaggle.com/datasets/masoudnickparvar/"
+                 "brain-tumor-mri-dataset): Training/<class>/*.jpg and Testing/<class>/*.jpg for glioma, "
+                 "meningioma, notumor, pituitary",
+    "iqothnccd": "IQ-OTH/NCCD lung CT (https://www.kaggle.com/datasets/hamdallak/the-iqothnccd-lung-cancer-dataset): "
+                 "folders 'Bengin cases', 'Malignant cases', 'Normal cases'",
+    "folder": "your own images: one subfolder per class (at least 2) holding JPEG, PNG, BMP, GIF or WebP files",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +60,14 @@ class DatasetSpec:
         return str(Path(data_dir) / DEFAULT_FOLDERS.get(self.kind, self.kind))
 
     def load(self, data_dir=None):
-        return READERS[self.kind](self.resolve_root(data_dir or default_data_dir()), self.option)
+        root = self.resolve_root(data_dir or default_data_dir())
+        if self.kind != "medmnist" and not Path(root).is_dir():
+            where = (f"the {self.kind}= path of the dataset spec" if self.root else
+                     f"--data_dir DIR (holding {DEFAULT_FOLDERS[self.kind]}/), $MAIL_TF_DATA_DIR, or a spec "
+                     f"{self.kind}=PATH")
+            raise DataError(f"{self.kind}: data root {root!r} does not exist. Get {OBTAIN[self.kind]}; point "
+                            f"at it with {where}")
+        return READERS[self.kind](root, self.option)
 
 
 EXPERIMENTS = {
@@ -66,12 +86,17 @@ def parse_spec(text):
     """`KIND[:OPTION]=ROOT,...` -> DatasetSpecs."""
     specs = []
     for part in text.split(","):
+        if not part.strip():
+            raise DataError(f"dataset spec {text!r}: an empty entry (a trailing or doubled comma?); expected "
+                            "KIND[:OPTION]=ROOT entries joined by single commas")
         head, sep, root = part.partition("=")
         kind, _, option = head.strip().partition(":")
         if kind not in READERS or (kind == "medmnist" and not option):
             raise DataError(f"dataset spec {part!r}: expected KIND[:OPTION]=ROOT with KIND one of "
                             f"{sorted(READERS)} (medmnist needs its flag, e.g. medmnist:bloodmnist=DIR)")
         root = root.strip() if sep else ""
+        if kind == "folder" and not root:      # no default folder to fall back on
+            raise DataError(f"dataset spec {part!r}: a folder needs its path, e.g. folder:xray=/data/xrays")
         specs.append(DatasetSpec(kind, option or None, root or None))
     return specs
 

@@ -210,9 +210,11 @@ def load_medmnist(root, flag, size=None, download=True):
     url, md5 = info[f"url{suffix}"], info[f"MD5{suffix}"]
     path = Path(root) / f"{flag}{suffix}.npz"
     if not path.is_file():
+        if not Path(root).is_dir():      # a misspelt root: say so, create nothing
+            raise DataError(f"MedMNIST root {str(root)!r} does not exist; expected a folder holding {path.name} "
+                            f"(or an existing folder to download it into from {url})")
         if download:
             try:
-                Path(root).mkdir(parents=True, exist_ok=True)
                 urllib.request.urlretrieve(url, path)
             except OSError as e:
                 path.unlink(missing_ok=True)

@@ -88,7 +88,16 @@ class TrainConfig:
                   (self.model_options is None or isinstance(self.model_options, dict), "model_options",
                    "a dict of builder arguments"),
                   (self.bn_momentum is None or 0 <= self.bn_momentum < 1, "bn_momentum", "in [0, 1)"),
-                  (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1) (0: off)")]
+                  (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1) (0: off)"),
+                  (0 <= self.momentum < 1, "momentum", "in [0, 1)"),
+                  (self.weight_decay >= 0, "weight_decay", "at least 0"),
+                  (self.l2 >= 0, "l2", "at least 0"),
+                  (self.lr_patience >= 1, "lr_patience", "at least 1"),
+                  (self.min_lr >= 0, "min_lr", "at least 0"),
+                  (self.early_stopping_patience >= 0, "early_stopping_patience", "at least 0 (0: off)"),
+                  (self.adv_eps <= 1, "adv_eps", "at most 1 (images are in [0, 1])"),
+                  (self.adv_step is None or self.adv_step > 0, "adv_step", "positive"),
+                  (self.seed >= 0, "seed", "at least 0")]
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected {expected}")
