@@ -1,5 +1,5 @@
 # mail-tf: every target creates .venv/ and installs everything on a fresh machine first.
-#   make train [DATASET=medmnist] [MODEL=mail_rn18] [EPOCHS=] [IMAGE_SIZE=] [BATCH_SIZE=] [OUT=runs/x] [ADV=1]
+#   make train [DATASET=medmnist] [MODEL=mail_rn18] [EPOCHS=] [IMAGE_SIZE=] [BATCH_SIZE=] [SEED=] [OUT=runs/x] [ADV=1]
 #   make test | make benchmark
 PYTHON ?= python3.11
 VENV := .venv
@@ -13,6 +13,7 @@ MODELS ?= mail_rn18,mail_rn50,resnet18_pair,drifa_net
 EPOCHS ?=
 IMAGE_SIZE ?=
 BATCH_SIZE ?=
+SEED ?=
 OUT ?=
 
 .PHONY: install train test benchmark clean
@@ -34,7 +35,7 @@ test: $(STAMP)
 train: $(STAMP)
 	$(PY) -m experiments.train --dataset $(DATASET) --model $(MODEL) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(IMAGE_SIZE),--image_size $(IMAGE_SIZE)) $(if $(BATCH_SIZE),--batch_size $(BATCH_SIZE)) \
-		$(if $(OUT),--output_dir $(OUT)) $(if $(RESUME),--resume) $(if $(OVERWRITE),--overwrite) \
+		$(if $(SEED),--seed $(SEED)) $(if $(OUT),--output_dir $(OUT)) $(if $(RESUME),--resume) $(if $(OVERWRITE),--overwrite) \
 		$(if $(ADV),--adversarial)
 
 benchmark: $(STAMP)
