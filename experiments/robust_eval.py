@@ -235,7 +235,7 @@ def main(argv):
         surrogate = load_run(FLAGS.surrogate, "--surrogate")[0] if FLAGS.surrogate else None
         dataset = FLAGS.dataset or config.dataset
         modalities = mdata.load_experiment(dataset, config.image_size, config.seed, FLAGS.data_dir or config.data_dir,
-                                           manifest=manifest)
+                                           manifest=manifest, split_protocol=config.split_protocol)
         tasks = [m.task for m in modalities]
         if FLAGS.modality is not None and FLAGS.modality not in tasks:
             raise ValueError(f"--modality={FLAGS.modality!r}: expected one of the tasks {tasks}")

@@ -66,6 +66,10 @@ flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (GPU; slower
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
 flags.DEFINE_string("data_dir", None, "Folder holding the downloaded datasets (default $MAIL_TF_DATA_DIR or ./data).")
 flags.DEFINE_string("manifest", None, "Reuse the splits of this split manifest (splits.json).")
+flags.DEFINE_enum("split_protocol", None, ["grouped", "notebook"],
+                  "grouped (default): official splits kept, the rest split with whole lesions on one side. notebook: "
+                  "the reference notebooks' leaky protocol (augment 4x, then split at image level), to measure the "
+                  "leak; needs --nopaper_augment and prints a warning.")
 flags.DEFINE_bool("skip_bad_images", False, "Skip unreadable images (listed) instead of failing.")
 flags.DEFINE_string("output_dir", None, "Run directory (default runs/<dataset>-<model>-<time>).")
 flags.DEFINE_bool("resume", False, "Continue the run in --output_dir from its last checkpoint.")
@@ -74,7 +78,7 @@ flags.DEFINE_bool("overwrite", False, "Replace the run in --output_dir.")
 CONFIG_FLAGS = ("model", "width", "epochs", "image_size", "batch_size", "seed", "optimizer", "learning_rate",
                 "momentum", "weight_decay", "l2", "loss_weights", "lr_schedule", "lr_factor", "lr_patience", "min_lr",
                 "early_stopping_patience", "bn_momentum", "paper_augment", "random_augment", "shuffle_pairs", "ema_decay", "precision", "jit_compile",
-                "strategy", "data_dir", "manifest", "skip_bad_images", "adversarial", "adv_method", "adv_eps",
+                "strategy", "data_dir", "manifest", "split_protocol", "skip_bad_images", "adversarial", "adv_method", "adv_eps",
                 "adv_step", "adv_iters", "adv_clean_weight")
 
 

@@ -45,7 +45,8 @@ def load_member(run, modalities=None):
     config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     if modalities is None:
         modalities = mdata.load_experiment(config.dataset, config.image_size, config.seed, config.data_dir,
-                                           manifest=mdata.read_manifest(run / "splits.json"))
+                                           manifest=mdata.read_manifest(run / "splits.json"),
+                                           split_protocol=config.split_protocol)
     # The run's own model_options (fusion, man, rpf_ratio, ...), with dropout kept on at inference.
     model = config.build_model({m.task: m.num_classes for m in modalities}, mc_dropout=True)
     model.load_weights(run / "best.weights.h5")

@@ -265,3 +265,34 @@ def test_first_bad_file_stops_decoding(tmp_path):
     _write_image(good)
     with pytest.raises(data.DataError, match="bad.png"):
         load_images([str(bad)] + [str(good)] * 400, 16)
+
+
+def test_notebook_split_protocol_reproduces_the_leak_and_says_so(capsys):
+    from mail_tf.data.pipeline import prepare_modality
+    from mail_tf.training import TrainConfig
+
+    rng = np.random.default_rng(0)
+    n = 200                                  # 50 "lesions" of 4 images, two classes
+    groups = [f"lesion{i // 4}" for i in range(n)]
+    items = sources.Items(rng.integers(0, 255, (n, 16, 16, 3), dtype=np.uint8), np.repeat([0, 1], n // 2),
+                          [f"img{i}" for i in range(n)], groups)
+    source = sources.Source("toy", ["a", "b"], {"all": items})
+    grouped = prepare_modality("toy", source, 16, seed=0)
+    assert grouped.leakage is None
+    split_groups = {s: {groups[int(i[3:])] for i in ids} for s, ids in grouped.manifest.items()}
+    assert not split_groups["train"] & split_groups["test"]
+
+    leaky = prepare_modality("toy", source, 16, seed=0, split_protocol="notebook")
+    assert sum(len(v) for v in leaky.labels.values()) == 4 * n          # four copies of every image
+    leak = leaky.leakage
+    assert leak["test_items"] == len(leaky.labels["test"]) and leak["copies_per_image"] == 4
+    # A test copy's image has three other copies: it is in train unless all three missed it (~1 %).
+    assert leak["test_items_whose_image_is_in_train"] >= 0.9 * leak["test_items"]
+    assert leak["test_items_whose_group_is_in_train"] >= leak["test_items_whose_image_is_in_train"]
+    assert "split_protocol=notebook augments before splitting" in capsys.readouterr().err
+    copies = {i.split("#")[1] for i in leaky.manifest["train"]}
+    assert copies == {"t0", "t1", "t2", "t3"}
+    again = prepare_modality("toy", source, 16, seed=0, split_protocol="notebook", manifest=leaky.manifest)
+    np.testing.assert_array_equal(again.images["test"], leaky.images["test"])      # resumable
+    with pytest.raises(ValueError, match="paper_augment=True: expected off"):
+        TrainConfig(dataset="toy", split_protocol="notebook", paper_augment=True)

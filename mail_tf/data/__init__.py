@@ -1,6 +1,6 @@
 """Medical datasets as multimodal tf.data pipelines: readers, splits, augmentation, pairing."""
 
-from mail_tf.data.pipeline import (Modality, eval_datasets, eval_partners, manifests, prepare_modality,
+from mail_tf.data.pipeline import (SPLIT_PROTOCOLS, Modality, eval_datasets, eval_partners, manifests, prepare_modality,
                                    train_dataset, train_index)
 from mail_tf.data.registry import EXPERIMENTS, DatasetSpec, parse_spec, resolve_experiment
 from mail_tf.data.sources import DataError, Items, Source
@@ -8,7 +8,7 @@ from mail_tf.data.splits import check_manifest, read_manifest, write_manifest
 
 
 def load_experiment(name, image_size=128, seed=0, data_dir=None, manifest=None, skip_bad=False,
-                    manifest_name="split manifest"):
+                    manifest_name="split manifest", split_protocol="grouped"):
     """Load every modality of a named experiment (or spec string) as decoded `Modality` objects.
 
     manifest: {task: {split: [ids]}} from a previous run's split manifest, to reuse its splits; checked
@@ -21,10 +21,11 @@ def load_experiment(name, image_size=128, seed=0, data_dir=None, manifest=None, 
     for spec in specs:
         source = spec.load(data_dir)
         modalities.append(prepare_modality(spec.task, source, image_size, seed=seed,
-                                           manifest=(manifest or {}).get(spec.task), skip_bad=skip_bad))
+                                           manifest=(manifest or {}).get(spec.task), skip_bad=skip_bad,
+                                           split_protocol=split_protocol))
     return modalities
 
 
-__all__ = ["DataError", "DatasetSpec", "EXPERIMENTS", "Items", "Modality", "Source", "eval_datasets",
+__all__ = ["SPLIT_PROTOCOLS", "DataError", "DatasetSpec", "EXPERIMENTS", "Items", "Modality", "Source", "eval_datasets",
            "check_manifest", "eval_partners", "load_experiment", "manifests", "parse_spec", "prepare_modality", "read_manifest",
            "resolve_experiment", "train_dataset", "train_index", "write_manifest"]

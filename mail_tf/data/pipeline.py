@@ -16,7 +16,7 @@ import tensorflow as tf
 from mail_tf.data import augment
 from mail_tf.data.images import load_images
 from mail_tf.data.sources import DataError
-from mail_tf.data.splits import make_splits
+from mail_tf.data.splits import FRACTIONS, concat_items, make_splits, split_indices
 
 
 @dataclasses.dataclass
@@ -28,14 +28,27 @@ class Modality:
     images: dict            # {split: (N, S, S, 3) uint8}
     labels: dict            # {split: (N,) int64}
     manifest: dict          # {split: [ids]}
+    leakage: dict = None    # split_protocol=notebook: test items sharing an image or a group with train
 
     @property
     def num_classes(self):
         return len(self.class_names)
 
 
-def prepare_modality(task, source, image_size, seed=0, manifest=None, skip_bad=False):
-    """Split a Source (official / manifest / seeded) and decode every split to `image_size`."""
+SPLIT_PROTOCOLS = ("grouped", "notebook")
+
+
+def prepare_modality(task, source, image_size, seed=0, manifest=None, skip_bad=False, split_protocol="grouped"):
+    """Split a Source and decode every split to `image_size`.
+
+    split_protocol "grouped" (ours): official splits kept, the rest seeded and stratified with whole
+    groups (HAM10000 lesions) on one side, or a previous run's manifest. "notebook": the reference
+    notebooks' leaky protocol, kept only to measure the leak (`notebook_modality`).
+    """
+    if split_protocol == "notebook":
+        return notebook_modality(task, source, image_size, seed, manifest, skip_bad)
+    if split_protocol != "grouped":
+        raise DataError(f"split_protocol={split_protocol!r}: expected one of {SPLIT_PROTOCOLS}")
     splits = make_splits(source, seed=seed, manifest=manifest)
     images, labels, ids = {}, {}, {}
     for split, items in splits.items():
@@ -45,6 +58,49 @@ def prepare_modality(task, source, image_size, seed=0, manifest=None, skip_bad=F
         ids[split] = [items.ids[i] for i in keep]
     check_split_sizes(task, list(source.class_names), labels)
     return Modality(task, list(source.class_names), images, labels, ids)
+
+
+def notebook_modality(task, source, image_size, seed=0, manifest=None, skip_bad=False, batch=256):
+    """The reference notebooks' protocol: every image of the dataset (official splits pooled) is
+    augmented first — the paper's four transforms, so four copies — and the copies are then split at
+    image level (stratified 80/10/10, seeded). Copies of one image, and images of one lesion, land on
+    both sides of the split; `Modality.leakage` counts how many test items that affects, and a
+    warning says so. Training on these splits needs --nopaper_augment (the copies are the augmentation).
+    """
+    pooled = concat_items([source.splits[k] for k in sorted(source.splits)])
+    decoded, keep = load_images(pooled.images, image_size, skip_bad=skip_bad, label=f"{task}/all")
+    pooled = pooled.subset(keep)
+    copies = []
+    for t in range(augment.N_TRANSFORMS):
+        for start in range(0, len(decoded), batch):
+            x = _scale(decoded[start:start + batch])
+            y = augment.paper_transform(x, tf.fill([tf.shape(x)[0]], t))
+            copies.append(tf.cast(tf.round(tf.clip_by_value(y, 0.0, 1.0) * 255.0), tf.uint8).numpy())
+    images = np.concatenate(copies)
+    n = len(pooled)
+    labels = np.tile(pooled.labels, augment.N_TRANSFORMS)
+    source_ids = list(pooled.ids) * augment.N_TRANSFORMS
+    ids = [f"{i}#t{t}" for t in range(augment.N_TRANSFORMS) for i in pooled.ids]
+    groups = (list(pooled.groups) if pooled.groups is not None else list(pooled.ids)) * augment.N_TRANSFORMS
+    parts = dict(zip(("train", "val", "test"), split_indices(labels, None, FRACTIONS, seed)))
+    split_ids = {split: [ids[i] for i in index] for split, index in parts.items()}
+    if manifest is not None and manifest != split_ids:
+        raise DataError(f"{task}: the split manifest is not the notebook protocol's split for seed {seed}")
+    train_sources = {source_ids[i] for i in parts["train"]}
+    train_groups = {groups[i] for i in parts["train"]}
+    test = parts["test"]
+    leakage = {"protocol": "notebook", "pooled_images": n, "copies_per_image": augment.N_TRANSFORMS,
+               "test_items": int(len(test)),
+               "test_items_whose_image_is_in_train": int(sum(source_ids[i] in train_sources for i in test)),
+               "test_items_whose_group_is_in_train": int(sum(groups[i] in train_groups for i in test))}
+    print(f"  warning: {task}: split_protocol=notebook augments before splitting at image level: "
+          f"{leakage['test_items_whose_image_is_in_train']} of {len(test)} test items are copies of a training "
+          f"image, {leakage['test_items_whose_group_is_in_train']} share a group (lesion) with one. Test "
+          "accuracy on this split is not a held-out estimate.", file=sys.stderr)
+    modality = Modality(task, list(source.class_names), {s: images[i] for s, i in parts.items()},
+                        {s: labels[i] for s, i in parts.items()}, split_ids, leakage)
+    check_split_sizes(task, modality.class_names, modality.labels)
+    return modality
 
 
 def check_split_sizes(task, class_names, labels):

@@ -79,11 +79,11 @@ def _from_manifest(source, pool, manifest):
                             f"e.g. {missing[:3]}")
         chosen = [everything[i] for i in ids]
         parts = [items.subset([k]) for items, k in chosen]
-        out[split] = _concat(parts) if parts else Items([], np.zeros(0, np.int64), [])
+        out[split] = concat_items(parts) if parts else Items([], np.zeros(0, np.int64), [])
     return out
 
 
-def _concat(parts):
+def concat_items(parts):
     if isinstance(parts[0].images, np.ndarray):
         images = np.concatenate([p.images for p in parts])
     else:

@@ -58,6 +58,7 @@ class TrainConfig:
     strategy: str = "default"
     data_dir: str = None
     manifest: str = None
+    split_protocol: str = "grouped"      # "notebook": the reference's leaky augment-then-split (to measure it)
     skip_bad_images: bool = False
     # Adversarial training (Algorithm 2): PGD-style attack crafted per batch, update on X*.
     adversarial: bool = False
@@ -97,7 +98,10 @@ class TrainConfig:
                   (self.early_stopping_patience >= 0, "early_stopping_patience", "at least 0 (0: off)"),
                   (self.adv_eps <= 1, "adv_eps", "at most 1 (images are in [0, 1])"),
                   (self.adv_step is None or self.adv_step > 0, "adv_step", "positive"),
-                  (self.seed >= 0, "seed", "at least 0")]
+                  (self.seed >= 0, "seed", "at least 0"),
+                  (self.split_protocol in ("grouped", "notebook"), "split_protocol", "grouped or notebook"),
+                  (self.split_protocol != "notebook" or not self.paper_augment, "paper_augment",
+                   "off (--nopaper_augment) with split_protocol=notebook, whose splits are already augmented")]
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected {expected}")

@@ -157,7 +157,8 @@ class Trainer:
         self.log(f"loading {config.dataset} at {config.image_size}x{config.image_size} ...")
         self.modalities = mdata.load_experiment(config.dataset, config.image_size, config.seed, config.data_dir,
                                                 manifest=manifest, skip_bad=config.skip_bad_images,
-                                                manifest_name=f"split manifest {str(manifest_path)!r}")
+                                                manifest_name=f"split manifest {str(manifest_path)!r}",
+                                                split_protocol=config.split_protocol)
         self.lock = start_run_dir(self.out, config, overwrite)    # only now: a failed load leaves no run behind
         mdata.write_manifest(self.out / "splits.json", mdata.manifests(self.modalities))
         self.tasks = [m.task for m in self.modalities]
@@ -341,6 +342,9 @@ def finish(trainer):
     metrics = {"dataset": trainer.config.dataset, "model": trainer.config.model, "epochs_run": state.epoch,
                "best_epoch": state.best_epoch, "stopped_early": state.stopped_early, **results,
                "history": state.history}
+    leakage = {m.task: m.leakage for m in trainer.modalities if m.leakage}
+    if leakage:          # split_protocol=notebook: what the test split shares with training
+        metrics["leakage"] = leakage
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     trainer.lock.release()
     return metrics
