@@ -71,23 +71,6 @@ flags.DEFINE_alias("iters-sweep", "iters_sweep")
 flags.DEFINE_alias("num-samples", "num_samples")
 
 
-def load_run(run_dir, what="--model"):
-    """(model, TrainConfig, split manifest) of a run directory, with one-line errors."""
-    import keras
-
-    import mail_tf  # noqa: F401  (registers the layers)
-    from mail_tf.data import read_manifest
-    from mail_tf.training import TrainConfig
-
-    run = Path(run_dir)
-    for name in ("model.keras", "config.json", "splits.json"):
-        if not (run / name).exists():
-            raise FileNotFoundError(f"{what} {run}: {name} is missing; expected a finished run directory of "
-                                    f"experiments.train")
-    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    return keras.saving.load_model(run / "model.keras"), config, read_manifest(run / "splits.json")
-
-
 def attack_label(spec):
     budget = f"{spec.queries} queries" if spec.name == "square" else f"{spec.iters} iterations"
     return (f"{spec.name}, eps {spec.eps:.4f} ({spec.eps * 255:.1f}/255), {budget}, {spec.restarts} restart(s), "
@@ -215,6 +198,7 @@ def main(argv):
 
     from mail_tf import data as mdata
     from mail_tf.attacks.evaluate import AttackSpec, is_randomized, robust_accuracy
+    from mail_tf.training.run_dir import load_run
 
     try:
         check_flags()
@@ -231,7 +215,7 @@ def main(argv):
             raise ValueError(f"--eot={FLAGS.eot} and --draws={FLAGS.draws} must be at least 1")
         if FLAGS.attack == "transfer" and not FLAGS.surrogate:
             raise ValueError("--attack transfer needs --surrogate RUN_DIR (the model the examples are crafted on)")
-        model, config, manifest = load_run(FLAGS.model)
+        model, config, manifest = load_run(FLAGS.model, "--model")
         surrogate = load_run(FLAGS.surrogate, "--surrogate")[0] if FLAGS.surrogate else None
         dataset = FLAGS.dataset or config.dataset
         modalities = mdata.load_experiment(dataset, config.image_size, config.seed, FLAGS.data_dir or config.data_dir,

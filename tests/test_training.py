@@ -193,6 +193,40 @@ def test_predict_cli_on_real_files_of_different_sizes(full_run, tmp_path):
         assert p == pytest.approx(result["pneumoniamnist"]["probabilities"][name], abs=0.02)
 
 
+def test_explain_cli_on_split_pairs_attacked_and_on_files(full_run, tmp_path):
+    out, _ = full_run
+    dest = tmp_path / "explain"
+    # At 32 px the stage-4 maps are 1x1: explain stage 3 (2x2) by name.
+    targets = "breastmnist_stage3_block2,pneumoniamnist_stage3_block2"
+    proc = subprocess.run([sys.executable, "-m", "experiments.explain", "--run", str(out), "--num", "2",
+                           "--targets", targets, "--attack", "pgd", "--iters", "2", "--out", str(dest)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    listing = json.loads((dest / "explain.json").read_text())["pairs"]
+    assert [(p["pair"], p["version"].split()[0]) for p in listing] == [(0, "clean"), (1, "clean"), (0, "pgd"), (1, "pgd")]
+    assert set(listing[0]["true"]) == {"breastmnist", "pneumoniamnist"}
+    maps = np.load(dest / "pair_000.npz")
+    assert sorted(maps.files) == sorted(["breastmnist/breastmnist", "breastmnist/pneumoniamnist", "image/breastmnist",
+                                         "pneumoniamnist/breastmnist", "pneumoniamnist/pneumoniamnist",
+                                         "image/pneumoniamnist"])
+    for key in maps.files:
+        assert maps[key].shape[:2] == (32, 32) and 0 <= maps[key].min() and maps[key].max() <= 1
+    assert (dest / "pair_001_attacked.png").stat().st_size > 10_000
+
+    skin = next((REAL_DATA / "ham10000").rglob("*.jpg"))                  # any size, colour and grey
+    mri = next((REAL_DATA / "brain_tumor_mri").rglob("*.jpg"))
+    proc = subprocess.run([sys.executable, "-m", "experiments.explain", "--run", str(out), "--method", "occlusion",
+                           "--out", str(tmp_path / "files"), str(skin), str(mri)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert np.load(tmp_path / "files" / "pair_000.npz")["pneumoniamnist/pneumoniamnist"].shape == (32, 32)
+    for args, message in ((["--targets", "nope,nope2"], "the model has no layer 'nope'"),
+                          ([str(skin)], "the model takes 2 images, one per modality; got 1"),
+                          (["--num", "0"], "--num=0: expected >= 1")):
+        bad = subprocess.run([sys.executable, "-m", "experiments.explain", "--run", str(out), *args],
+                             capture_output=True, text=True)
+        assert bad.returncode != 0 and "Traceback" not in bad.stderr and message in bad.stderr, bad.stderr[-2000:]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "nope"], "error: unknown experiment 'nope'"),
     (["--dataset", "ham10000=/nonexistent/ham"], "/nonexistent/ham"),

@@ -149,3 +149,20 @@ def recover_best(out, state):
             os.replace(pending, out / BEST)
         else:
             pending.unlink()
+
+
+def load_run(run_dir, what="--run"):
+    """(model, TrainConfig, split manifest) of a finished run directory; a missing file is one line
+    naming it (`what`: the flag that named the directory)."""
+    import keras
+
+    import mail_tf  # noqa: F401  (registers the layers)
+    from mail_tf.data import read_manifest
+
+    run = Path(run_dir)
+    for name in ("model.keras", "config.json", "splits.json"):
+        if not (run / name).exists():
+            raise FileNotFoundError(f"{what} {run}: {name} is missing; expected a finished run directory of "
+                                    f"experiments.train")
+    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    return keras.saving.load_model(run / "model.keras"), config, read_manifest(run / "splits.json")
