@@ -20,3 +20,4 @@ run mail_rn18-nodropout mail_rn18 --learning_rate 1e-3 --model_option dropout=0
 for fusion in none cascaded mfifa emsca; do
   run mail_rn18-fusion_$fusion mail_rn18 --learning_rate 1e-3 --model_option fusion=$fusion
 done
+run mail_rn18-block_plain mail_rn18 --learning_rate 1e-3 --model_option block=plain   # EMCAM on plain blocks
