@@ -142,3 +142,34 @@ def occlusion(model, images, task, modality, classes=None, patch=8, stride=4, fi
     heat /= np.maximum(counts, 1)
     peak = heat.max(axis=(1, 2), keepdims=True)
     return np.divide(heat, peak, out=np.zeros_like(heat), where=peak > 0)
+
+
+def pointing_game(maps, boxes, tolerance=0):
+    """Per image, whether the map's peak lies in its box (Zhang et al. 2016's pointing game).
+
+    maps: (B, H, W); boxes: (B, 4) as (row, col, height, width) in pixels; `tolerance` grows each box
+    by that many pixels on every side. A Grad-CAM map upsampled from an s-pixel feature grid can only
+    place its peak to within s / 2, so that is the fair tolerance for it. Returns (B,) bool.
+    """
+    maps, boxes = np.asarray(maps), np.asarray(boxes)
+    if maps.ndim != 3 or boxes.shape != (len(maps), 4):
+        raise ValueError(f"pointing_game: expected maps (B, H, W) and boxes (B, 4), got {maps.shape} and {boxes.shape}")
+    flat = maps.reshape(len(maps), -1).argmax(axis=1)
+    rows, cols = np.unravel_index(flat, maps.shape[1:])
+    r, c, h, w = boxes.T
+    return ((r - tolerance <= rows) & (rows < r + h + tolerance) & (c - tolerance <= cols) & (cols < c + w + tolerance))
+
+
+def rank_correlation(maps_a, maps_b):
+    """Per image, the Spearman rank correlation of two explanations of it (B,): the measure of
+    Adebayo et al. 2018's model-randomisation check. NaN where either map is constant (no ranking)."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(maps_a), np.asarray(maps_b)
+    if a.shape != b.shape or a.ndim < 2:
+        raise ValueError(f"rank_correlation: expected two (B, ...) arrays of one shape, got {a.shape} and {b.shape}")
+    out = np.full(len(a), np.nan)
+    for i, (x, y) in enumerate(zip(a.reshape(len(a), -1), b.reshape(len(b), -1))):
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            out[i] = spearmanr(x, y)[0]
+    return out
