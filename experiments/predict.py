@@ -2,9 +2,11 @@
 
   python -m experiments.predict --model runs/medmnist-mail_rn18-20261122-101500 breast.png chest.jpg
 
---model is a run directory (its export/ is used) or an exported SavedModel directory. Images are
-given in the model's modality order (see its mail_tf_serving.json), any size, grey or colour.
-Only TensorFlow is needed: the SavedModel carries the network and its preprocessing.
+--model is a run directory (its export/ is used), an exported SavedModel directory, or a LiteRT
+`.tflite` file of experiments.export (its `.json` metadata beside it). Images are given in the
+model's modality order (see its mail_tf_serving.json or .json), any size, grey or colour. The
+output is the same for all three. Only TensorFlow is needed: the SavedModel carries the network and
+its preprocessing; a .tflite file gets the same preprocessing here.
 """
 
 import json
@@ -17,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Run directory or exported SavedModel directory.")
+flags.DEFINE_string("model", None, "Run directory, exported SavedModel directory or .tflite file.")
 flags.DEFINE_integer("top", 0, "Print only the top-k classes per task (0: all).")
 flags.DEFINE_integer("passes", 1, "Average this many stochastic passes (randomised models such as "
                      "Robust-MAIL) and print the spread of each probability.")
@@ -43,6 +45,37 @@ def read_image(path):
     return decode_bytes(Path(path).read_bytes(), f"image {path}")[None]
 
 
+def ranked(tasks, image_paths, class_names, probabilities, top):
+    """{task: {image, class, probabilities}} from {task: (1, K) probabilities}."""
+    out = {}
+    for task, path in zip(tasks, image_paths):
+        p = [float(v) for v in probabilities[task][0]]
+        order = sorted(zip(class_names[task], p), key=lambda item: -item[1])
+        out[task] = {"image": str(path), "class": order[0][0], "probabilities": dict(order[:top] if top else order)}
+    return out
+
+
+def predict_lite(path, image_paths, top=0):
+    """As `predict`, for a .tflite file: the serving preprocessing, then the LiteRT interpreter."""
+    from mail_tf.export import serving_inputs
+    from mail_tf.lite import LiteModel, softmax
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--model {path}: no such file")
+    model = LiteModel(path)
+    if not model.meta:
+        raise FileNotFoundError(f"--model {path}: its metadata {Path(path).with_suffix('.json')} is missing; "
+                                "it is written by experiments.export")
+    tasks = model.meta["tasks"]
+    if len(image_paths) != len(model.input_names):
+        raise ValueError(f"the model takes {len(model.input_names)} images, one per modality in the order "
+                         f"{', '.join(tasks)}; got {len(image_paths)}")
+    images = [read_image(p) for p in image_paths]
+    x = [v.numpy() for v in serving_inputs(images, model.meta["image_size"], model.input_names)]
+    probabilities = {t: softmax(v) for t, v in model(x).items()}
+    return ranked(tasks, image_paths, model.meta["class_names"], probabilities, top)
+
+
 def predict(export_dir, image_paths, top=0, passes=1):
     """{task: {image, class, probabilities}} for one image per modality."""
     import tensorflow as tf
@@ -65,13 +98,9 @@ def predict(export_dir, image_paths, top=0, passes=1):
         probabilities = loaded.serve_passes(*images, tf.constant(passes, tf.int32))
     else:
         probabilities = loaded.serve(*images)
-    out = {}
-    for task, path in zip(tasks, image_paths):
+    out = ranked(tasks, image_paths, meta["class_names"], {t: probabilities[t].numpy() for t in tasks}, top)
+    for task in tasks:
         names = meta["class_names"][task]
-        p = probabilities[task].numpy()[0]
-        ranked = sorted(zip(names, p.tolist()), key=lambda item: -item[1])
-        out[task] = {"image": str(path), "class": ranked[0][0],
-                     "probabilities": dict(ranked[:top] if top else ranked)}
         if passes > 1:
             spread = dict(zip(names, probabilities[f"{task}_std"].numpy()[0].tolist()))
             out[task]["std"] = {name: spread[name] for name in out[task]["probabilities"]}
@@ -87,7 +116,13 @@ def main(argv):
     if FLAGS.passes < 1:
         sys.exit(f"error: --passes={FLAGS.passes}: expected at least 1")
     try:
-        result = predict(find_export(FLAGS.model), argv[1:], FLAGS.top, FLAGS.passes)
+        if FLAGS.model.endswith(".tflite"):
+            if FLAGS.passes > 1:
+                raise ValueError("--passes: a .tflite file is the deterministic export (one fixed draw); use the "
+                                 "SavedModel for stochastic passes")
+            result = predict_lite(FLAGS.model, argv[1:], FLAGS.top)
+        else:
+            result = predict(find_export(FLAGS.model), argv[1:], FLAGS.top, FLAGS.passes)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(json.dumps(result, indent=2))

@@ -193,6 +193,47 @@ def test_predict_cli_on_real_files_of_different_sizes(full_run, tmp_path):
         assert p == pytest.approx(result["pneumoniamnist"]["probabilities"][name], abs=0.02)
 
 
+def test_litert_export_report_and_predict_cli(full_run, tmp_path):
+    out, _ = full_run
+    lite = tmp_path / "lite"
+    proc = subprocess.run([sys.executable, "-m", "experiments.export", "--run", str(out), "--quantize", "none,int8",
+                           "--out", str(lite), "--report", "--num_calibration", "64", "--num_samples", "128",
+                           "--repeats", "3"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((lite / "lite_report.json").read_text())["formats"]
+    assert set(report) == {"keras", "none", "int8"}
+    assert report["none"]["max_abs_logit_diff"] <= 1e-4
+    assert report["int8"]["bytes"] < 0.5 * report["none"]["bytes"]
+    for task, keras_scores in report["keras"]["tasks"].items():
+        assert keras_scores["count"] == 128
+        assert report["none"]["tasks"][task]["accuracy"] == keras_scores["accuracy"]
+        assert abs(report["int8"]["tasks"][task]["accuracy"] - keras_scores["accuracy"]) <= 0.02, task
+    assert "| int8" in (lite / "lite_report.md").read_text()
+    meta = json.loads((lite / "full-int8.json").read_text())
+    assert meta["quantize"] == "int8" and meta["tasks"] == ["breastmnist", "pneumoniamnist"] and meta["fixed"] == []
+
+    skin = next((REAL_DATA / "ham10000").rglob("*.jpg"))
+    mri = next((REAL_DATA / "brain_tumor_mri").rglob("*.jpg"))
+    answers = {}
+    for model in (str(out), str(lite / "full-none.tflite")):       # the same answer, the same format
+        proc = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", model, str(skin), str(mri)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        answers[model] = json.loads(proc.stdout)
+    saved, tflite = answers.values()
+    for task in saved:
+        assert tflite[task]["class"] == saved[task]["class"]
+        for name, p in saved[task]["probabilities"].items():
+            assert tflite[task]["probabilities"][name] == pytest.approx(p, abs=1e-4)
+
+    for args, message in ((["--quantize", "int4"], "--quantize=int4: expected"),
+                          (["--quantize", "none,int8", "--out", str(tmp_path / "x.tflite")], "--out folder"),
+                          (["--threads", "0"], "--threads=0: expected >= 1")):
+        args = ["--run", str(out), "--out", str(tmp_path / "y")] + args
+        bad = subprocess.run([sys.executable, "-m", "experiments.export", *args], capture_output=True, text=True)
+        assert bad.returncode != 0 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-500:]
+
+
 def test_explain_cli_on_split_pairs_attacked_and_on_files(full_run, tmp_path):
     out, _ = full_run
     dest = tmp_path / "explain"

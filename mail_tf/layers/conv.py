@@ -5,6 +5,9 @@ slower than a dense matmul of the same size (see ANCHORS.md). A grouped 1x1 conv
 with a block-diagonal kernel, so `GroupedPointwiseConv2D` stores the compact grouped kernel (same
 layout as `Conv2D(groups=G).kernel`, so weights transfer both ways) and multiplies by its
 block-diagonal expansion. `tests/test_fast_paths.py` proves it equal to `Conv2D(groups=G)`.
+For on-device export (`mail_tf.lite`) `per_group = True` switches, when a graph is traced, to one
+matmul per group: the same numbers without storing the zero blocks (G times fewer weights in a
+converted model).
 """
 
 import math
@@ -42,9 +45,11 @@ def block_diagonal(kernel, groups):
     """
     cin_g, cout = kernel.shape[-2], kernel.shape[-1]
     cout_g = cout // groups
-    k = tf.reshape(kernel, (cin_g, groups, cout_g))
-    # (G, Cin/G, G, Cout/G) with zero off-diagonal blocks.
-    k = tf.einsum("igo,gh->giho", k, tf.eye(groups, dtype=k.dtype))
+    k = tf.transpose(tf.reshape(kernel, (cin_g, groups, cout_g)), (1, 0, 2))   # (G, Cin/G, Cout/G)
+    # (G, Cin/G, G, Cout/G) with zero off-diagonal blocks: a broadcast product with the identity, not
+    # an einsum, which the LiteRT converter mis-lowers to a BatchMatMul and cannot convert.
+    eye = tf.eye(groups, dtype=k.dtype)
+    k = k[:, :, None, :] * eye[:, None, :, None]
     return tf.reshape(k, (groups * cin_g, cout))
 
 
@@ -65,6 +70,7 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.per_group = False    # read when a graph is traced: see the module docstring
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -87,13 +93,15 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
             # A 1x1 kernel with stride s reads pixel (s*i, s*j) under 'same' and 'valid' padding alike.
             x = x[:, ::self.strides, ::self.strides, :]
         kernel = self.compact_kernel()
-        if self.groups > 1:
-            kernel = block_diagonal(kernel, self.groups)
-        else:
-            kernel = tf.reshape(kernel, kernel.shape[-2:])
         shape = tf.shape(x)
-        # One 2-D matmul over all pixels; a 4-D matmul would batch H*B small products instead.
-        y = tf.matmul(tf.reshape(x, (-1, x.shape[-1])), tf.cast(kernel, x.dtype))
+        # 2-D matmuls over all pixels; a 4-D matmul would batch H*B small products instead.
+        x2 = tf.reshape(x, (-1, x.shape[-1]))
+        if self.groups > 1 and self.per_group:
+            ks = tf.split(tf.cast(kernel[0, 0], x.dtype), self.groups, axis=-1)
+            y = tf.concat([tf.matmul(xg, k) for xg, k in zip(tf.split(x2, self.groups, axis=-1), ks)], axis=-1)
+        else:
+            kernel = block_diagonal(kernel, self.groups) if self.groups > 1 else tf.reshape(kernel, kernel.shape[-2:])
+            y = tf.matmul(x2, tf.cast(kernel, x.dtype))
         if self.use_bias:
             y = tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
         return tf.reshape(y, tf.concat([shape[:3], [self.filters]], 0))

@@ -14,5 +14,9 @@ class MCDropout(keras.layers.Dropout):
     `call` survives `predict`, `evaluate` and SavedModel export.
     """
 
+    def __init__(self, rate, **kwargs):
+        super().__init__(rate, **kwargs)
+        self.active = True    # read when a graph is traced; off only for a deterministic export
+
     def call(self, inputs, training=None):
-        return super().call(inputs, training=True)
+        return super().call(inputs, training=True if self.active else training)

@@ -14,13 +14,12 @@ pulled delta to 0 within a few hundred steps and switched the noise off. The tra
 delta's mean and minimum per epoch.
 """
 
-import contextlib
 
 import keras
 import tensorflow as tf
 
 from mail_tf.layers.serialization import register
-from mail_tf.layers.walk import sublayers
+from mail_tf.layers.walk import layer_switches, sublayers
 
 DEFAULT_SIGMA = 0.6   # the notebook's sigma
 DEFAULT_INIT = 0.1    # delta's initial value: our choice (the notebook's delta is a fixed scalar)
@@ -54,6 +53,7 @@ class AttentionNoise(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
         self.straight_through = False   # set by `straight_through_clips`, read when a graph is traced
+        self.active = True              # off only for a deterministic export (mail_tf.lite), read likewise
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -63,6 +63,8 @@ class AttentionNoise(keras.layers.Layer):
             name="delta", shape=(channels,), initializer=keras.initializers.Constant(self.initial_weight))
 
     def call(self, a):
+        if not self.active:
+            return a
         eta = keras.random.normal(tf.shape(a), stddev=self.sigma, seed=self.seed_generator, dtype=a.dtype)
         delta = tf.cast(self.delta, a.dtype)
         return clip_unit(a + eta * (delta + eta * delta), self.straight_through)
@@ -84,19 +86,10 @@ def noise_layers(model):
     return [l for l in sublayers(model) if isinstance(l, AttentionNoise)]
 
 
-@contextlib.contextmanager
 def straight_through_clips(model, enabled=True):
     """Within this block, calls of `model` use the straight-through clip in every MAN layer.
 
     The flag is read when a graph is traced, so use it inside the traced function, around the model
     call (a `tf.function` traced outside the block keeps the plain clip).
     """
-    layers = noise_layers(model)
-    before = [l.straight_through for l in layers]
-    for layer in layers:
-        layer.straight_through = enabled
-    try:
-        yield
-    finally:
-        for layer, value in zip(layers, before):
-            layer.straight_through = value
+    return layer_switches(model, AttentionNoise, straight_through=enabled)
