@@ -32,7 +32,7 @@ flags.DEFINE_string("out", None, "Output .tflite file (one quantisation) or fold
 flags.DEFINE_integer("num_calibration", 256, "int8: training pairs for calibration.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration pairs.")
 flags.DEFINE_bool("report", False, "Measure size, latency, accuracy and logit error of each file on the test split.")
-flags.DEFINE_integer("threads", 1, "Report: interpreter threads (and Keras's, for the baseline latency).")
+flags.DEFINE_integer("threads", 1, "Report: LiteRT interpreter threads (Keras's baseline uses TensorFlow's default).")
 flags.DEFINE_integer("repeats", 50, "Report: single-pair runs for the median latency.")
 flags.DEFINE_integer("num_samples", None, "Report: score at most this many test pairs per task (default: all).")
 flags.DEFINE_integer("batch_size", 64, "Report: pairs per batch when scoring.")
@@ -158,20 +158,21 @@ def main(argv):
         sys.exit(f"error: {e}")
 
     from mail_tf import data as mdata
+    from mail_tf.export import METADATA
     from mail_tf.lite import export_tflite
     from mail_tf.training.run_dir import load_run
 
+    serving = Path(FLAGS.run) / "export" / METADATA      # class names without loading the data
     try:
         model, config, manifest = load_run(FLAGS.run, "--run")
         modalities = None
-        if "int8" in kinds or FLAGS.report:
+        if "int8" in kinds or FLAGS.report or not serving.exists():
             modalities = mdata.load_experiment(config.dataset, config.image_size, config.seed, config.data_dir,
                                                manifest=manifest, split_protocol=config.split_protocol)
     except (FileNotFoundError, ValueError, mdata.DataError) as e:
         sys.exit(f"error: {e}")
-    class_names = json.loads((Path(FLAGS.run) / "export" / "mail_tf_serving.json").read_text())["class_names"] \
-        if (Path(FLAGS.run) / "export" / "mail_tf_serving.json").exists() else \
-        {m.task: m.class_names for m in modalities} if modalities else {t: [] for t in model.output}
+    class_names = (json.loads(serving.read_text())["class_names"] if serving.exists()
+                   else {m.task: m.class_names for m in modalities})
     for kind, path in files.items():
         start = time.time()
         print(f"converting ({kind}) ...", flush=True)

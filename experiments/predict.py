@@ -99,10 +99,9 @@ def predict(export_dir, image_paths, top=0, passes=1):
     else:
         probabilities = loaded.serve(*images)
     out = ranked(tasks, image_paths, meta["class_names"], {t: probabilities[t].numpy() for t in tasks}, top)
-    for task in tasks:
-        names = meta["class_names"][task]
-        if passes > 1:
-            spread = dict(zip(names, probabilities[f"{task}_std"].numpy()[0].tolist()))
+    if passes > 1:
+        for task in tasks:
+            spread = dict(zip(meta["class_names"][task], probabilities[f"{task}_std"].numpy()[0].tolist()))
             out[task]["std"] = {name: spread[name] for name in out[task]["probabilities"]}
             out[task]["passes"] = passes
     return out

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from mail_tf.layers.conv import GroupedPointwiseConv2D
 from mail_tf.layers.dropout import MCDropout
-from mail_tf.layers.noise import AttentionNoise
+from mail_tf.layers.noise import AttentionNoise, noise_layers
 from mail_tf.layers.random_projection import random_projection_layers
 from mail_tf.layers.walk import layer_switches, sublayers
 
@@ -34,10 +34,10 @@ def stochastic_parts(model):
     parts = []
     if random_projection_layers(model):
         parts.append("random projection filters frozen at their current draw")
-    layers = sublayers(model)
-    for kind, words in ((AttentionNoise, "attention noise off"), (MCDropout, "Monte-Carlo dropout off")):
-        if any(isinstance(layer, kind) for layer in layers):
-            parts.append(words)
+    if noise_layers(model):
+        parts.append("attention noise off")
+    if any(isinstance(layer, MCDropout) for layer in sublayers(model)):
+        parts.append("Monte-Carlo dropout off")
     return parts
 
 

@@ -45,7 +45,9 @@ def squares(n, seed):
             if y[i]:
                 x[i, red[0]:red[0] + SQUARE, red[1]:red[1] + SQUARE] = RED
             box[i] = (*red, SQUARE, SQUARE)
-        images.append(x), labels.append(y), boxes.append(box)
+        images.append(x)
+        labels.append(y)
+        boxes.append(box)
     return images, labels, boxes
 
 

@@ -14,7 +14,6 @@ pulled delta to 0 within a few hundred steps and switched the noise off. The tra
 delta's mean and minimum per epoch.
 """
 
-
 import keras
 import tensorflow as tf
 
