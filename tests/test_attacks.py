@@ -332,3 +332,21 @@ def test_a_sweep_traces_each_attack_once():
     assert len(crafters) == 4                   # two attacks x two tasks (each task's own loss)
     assert [c.experimental_get_tracing_count() for c in crafters] == [1, 1, 1, 1]
     assert all(0 <= r[t]["robust_accuracy"] <= 1 for r in results for t in r)
+
+
+def test_the_loss_sanity_check_at_eps_zero_asks_for_an_unchanged_loss():
+    from experiments.robust_eval import sanity_checks
+    from mail_tf.attacks.evaluate import AttackSpec
+
+    def evaluate(spec, protocol):      # every other check passes: nothing survives, more steps no better
+        return {"a": {"robust_accuracy": 0.0}}
+
+    def first(eps, clean, adversarial):
+        main = {"a": {"loss_clean": clean, "loss_adversarial": adversarial}}
+        return sanity_checks(evaluate, AttackSpec("pgd", eps=eps, iters=2), main, "paper", lambda _: None)[0]
+
+    assert first(0.0, 0.5, 0.5) == {"check": "at eps = 0 the attack leaves the loss unchanged", "passed": True,
+                                    "detail": {"a": [0.5, 0.5]}}
+    assert not first(0.0, 0.5, 0.7)["passed"]
+    assert first(0.1, 0.5, 0.7)["passed"] and first(0.1, 0.5, 0.7)["check"] == "the attack increases the loss"
+    assert not first(0.1, 0.5, 0.5)["passed"]
