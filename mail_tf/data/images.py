@@ -74,32 +74,55 @@ def header_size(data):
     return None
 
 
-def decode_bytes(data, name, channels=0):
-    """Encoded image bytes -> (H, W, C) uint8 tensor; DataError naming `name` if the file is too large
-    (`MAIL_TF_MAX_IMAGE_PIXELS`) or cannot be decoded."""
+def refuse_huge(data, name):
+    """The (width, height) of the header (None if not recognised); DataError naming `name` above MAX_PIXELS."""
     size = header_size(data)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         raise DataError(f"{name}: {size[0]}x{size[1]} pixels is more than the {MAX_PIXELS:,} allowed per image "
                         "(raise MAIL_TF_MAX_IMAGE_PIXELS to accept it)")
+    return size
+
+
+def read_bytes(item):
+    """A path's bytes (DataError naming it if unreadable), or the encoded image itself."""
+    if isinstance(item, bytes):
+        return item
+    try:
+        with open(item, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise DataError(f"{item}: cannot read the file ({e.strerror or e})") from None
+
+
+def decode_bytes(data, name, channels=0):
+    """Encoded image bytes -> (H, W, C) uint8 tensor; DataError naming `name` if the file is too large
+    (`MAIL_TF_MAX_IMAGE_PIXELS`) or cannot be decoded."""
+    refuse_huge(data, name)
     try:
         return tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
     except tf.errors.OpError:
         raise DataError(f"{name}: cannot decode the image; expected a {FORMATS} file that is not damaged") from None
 
 
-def decode_file(path, size):
-    """One image file -> (size, size, 3) uint8; DataError naming the file if it cannot be read."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from None
-    return _to_uint8_rgb(decode_bytes(data, path, channels=3)[None], size)[0]
+def check_header(item, name):
+    """Refuse (DataError naming `name`) a file or encoded image whose header is not an image's or
+    claims more than MAX_PIXELS, without decoding it (the streaming path decodes later)."""
+    data = read_bytes(item)
+    if refuse_huge(data, name) is None and not (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        raise DataError(f"{name}: not a {FORMATS} file (its header is not an image's)")
 
 
-def load_images(images, size, skip_bad=False, label=""):
-    """Paths or an array -> ((N, size, size, 3) uint8, kept index). With `skip_bad`, unreadable files
-    are left out and reported; otherwise the first one raises a DataError naming it."""
+def decode_file(path, size, name=None):
+    """One image file (a path, or its encoded bytes as a TFDS dataset stores them) -> (size, size, 3)
+    uint8; DataError naming the file (or `name`) if it cannot be read."""
+    name = name or ("an encoded image" if isinstance(path, bytes) else path)
+    return _to_uint8_rgb(decode_bytes(read_bytes(path), name, channels=3)[None], size)[0]
+
+
+def load_images(images, size, skip_bad=False, label="", names=None):
+    """Paths, encoded images (bytes) or an array -> ((N, size, size, 3) uint8, kept index). With
+    `skip_bad`, unreadable files are left out and reported; otherwise the first one raises a
+    DataError naming it (its path, or for bytes `names[i]`)."""
     if isinstance(images, np.ndarray):
         return _to_uint8_rgb(images, size), np.arange(len(images))
     out = np.zeros((len(images), size, size, 3), np.uint8)
@@ -108,7 +131,8 @@ def load_images(images, size, skip_bad=False, label=""):
 
     def work(i):
         try:
-            out[i] = decode_file(images[i], size)
+            encoded = isinstance(images[i], bytes) and names is not None
+            out[i] = decode_file(images[i], size, f"{label} item {names[i]}" if encoded else None)
         except DataError as e:
             if not skip_bad:
                 raise

@@ -6,6 +6,7 @@ The embedded default (`medmnist`) reads the npz files shipped in datasets/medmni
 
 Any pairing works without code through a spec string: `KIND[:OPTION]=ROOT` per modality, joined
 by commas, e.g. `medmnist:bloodmnist=/data/mnist,ham10000=/data/HAM10000,folder=/data/my_xrays`.
+`tfds:KIND` reads the prepared TFDS data of a builder (`tfds_builders.py`), with the same splits.
 """
 
 import dataclasses
@@ -24,6 +25,7 @@ READERS = {
     "brain_mri": lambda root, option: sources.load_brain_mri(root),
     "iqothnccd": lambda root, option: sources.load_iqothnccd(root),
     "folder": lambda root, option: sources.load_folder(root, name=option or Path(root).name),
+    "tfds": lambda root, option: load_tfds(option, root),
 }
 DEFAULT_FOLDERS = {"sipakmed": "sipakmed", "ham10000": "ham10000", "brain_mri": "brain_tumor_mri",
                    "iqothnccd": "iqothnccd"}
@@ -40,6 +42,32 @@ OBTAIN = {
                  "folders 'Bengin cases', 'Malignant cases', 'Normal cases'",
     "folder": "your own images: one subfolder per class (at least 2) holding JPEG, PNG, BMP, GIF or WebP files",
 }
+TFDS_FOLDER = "tfds"    # prepared TFDS data below the data directory, unless a spec names another
+
+
+def load_tfds(option, root, data_dir=None):
+    """`tfds:KIND` (KIND a dataset kind; `folder:NAME` for a class folder): the TFDS data prepared
+    under `root`, prepared first from the dataset's usual folder below the data directory if absent."""
+    from mail_tf.data import tfds_builders
+
+    kind, _, name = option.partition(":")
+    if kind not in tfds_builders.BUILDERS:
+        raise DataError(f"tfds:{option}: no TFDS builder for {kind!r}; builders exist for "
+                        f"{', '.join(sorted(tfds_builders.BUILDERS))}")
+    if kind == "folder" and not name:
+        raise DataError(f"tfds:{option}: a class folder needs its name, e.g. tfds:folder:xray")
+    manual = Path(data_dir or default_data_dir()) / DEFAULT_FOLDERS.get(kind, name)
+    cls = tfds_builders.BUILDERS[kind]
+    prepared = Path(root) / cls.name / (name if kind == "folder" else "") / str(cls.VERSION)
+    if (prepared / "dataset_info.json").is_file():
+        builder = tfds_builders.builder(kind, root, name=name or None)
+    elif manual.is_dir():
+        builder = tfds_builders.prepare(kind, manual, root, name=name or None)
+    else:
+        raise DataError(f"tfds:{option}: no prepared TFDS data under {str(root)!r} and no download at "
+                        f"{str(manual)!r} to prepare it from. Get {OBTAIN[kind]}; put it at {manual} "
+                        "(--data_dir) or prepare it with mail_tf.data.tfds_builders.prepare")
+    return tfds_builders.tfds_source(builder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +78,9 @@ class DatasetSpec:
 
     @property
     def task(self):
+        if self.kind == "tfds":         # the task of the dataset it holds: tfds:ham10000 is ham10000
+            kind, _, name = (self.option or "").partition(":")
+            return name or kind
         return self.option if self.kind in ("medmnist", "folder") and self.option else self.kind
 
     def resolve_root(self, data_dir):
@@ -57,10 +88,14 @@ class DatasetSpec:
             return self.root
         if self.kind == "medmnist":
             return str(EMBEDDED_DIR)
+        if self.kind == "tfds":
+            return str(Path(data_dir) / TFDS_FOLDER)
         return str(Path(data_dir) / DEFAULT_FOLDERS.get(self.kind, self.kind))
 
     def load(self, data_dir=None):
         root = self.resolve_root(data_dir or default_data_dir())
+        if self.kind == "tfds":
+            return load_tfds(self.option, root, data_dir)
         if self.kind != "medmnist" and not Path(root).is_dir():
             where = (f"the {self.kind}= path of the dataset spec" if self.root else
                      f"--data_dir DIR (holding {DEFAULT_FOLDERS[self.kind]}/), $MAIL_TF_DATA_DIR, or a spec "
@@ -91,9 +126,10 @@ def parse_spec(text):
                             "KIND[:OPTION]=ROOT entries joined by single commas")
         head, sep, root = part.partition("=")
         kind, _, option = head.strip().partition(":")
-        if kind not in READERS or (kind == "medmnist" and not option):
+        if kind not in READERS or (kind in ("medmnist", "tfds") and not option):
             raise DataError(f"dataset spec {part!r}: expected KIND[:OPTION]=ROOT with KIND one of "
-                            f"{sorted(READERS)} (medmnist needs its flag, e.g. medmnist:bloodmnist=DIR)")
+                            f"{sorted(READERS)} (medmnist needs its flag, e.g. medmnist:bloodmnist=DIR; tfds "
+                            "the dataset, e.g. tfds:ham10000)")
         root = root.strip() if sep else ""
         if kind == "folder" and not root:      # no default folder to fall back on
             raise DataError(f"dataset spec {part!r}: a folder needs its path, e.g. folder:xray=/data/xrays")
