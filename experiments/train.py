@@ -70,6 +70,9 @@ flags.DEFINE_enum("split_protocol", None, ["grouped", "notebook"],
                   "grouped (default): official splits kept, the rest split with whole lesions on one side. notebook: "
                   "the reference notebooks' leaky protocol (augment 4x, then split at image level), to measure the "
                   "leak; needs --nopaper_augment and prints a warning.")
+flags.DEFINE_enum("streaming", None, ["auto", "on", "off"],
+                  "Image files: on: decoded in tf.data as batches need them (data larger than memory); off: decoded "
+                  "into memory once; auto (default): on above MAIL_TF_STREAM_BYTES (4 GiB) decoded. Same pixels.")
 flags.DEFINE_bool("skip_bad_images", False, "Skip unreadable images (listed) instead of failing.")
 flags.DEFINE_string("output_dir", None, "Run directory (default runs/<dataset>-<model>-<time>).")
 flags.DEFINE_bool("resume", False, "Continue the run in --output_dir from its last checkpoint.")
@@ -78,7 +81,7 @@ flags.DEFINE_bool("overwrite", False, "Replace the run in --output_dir.")
 CONFIG_FLAGS = ("model", "width", "epochs", "image_size", "batch_size", "seed", "optimizer", "learning_rate",
                 "momentum", "weight_decay", "l2", "loss_weights", "lr_schedule", "lr_factor", "lr_patience", "min_lr",
                 "early_stopping_patience", "bn_momentum", "paper_augment", "random_augment", "shuffle_pairs", "ema_decay", "precision", "jit_compile",
-                "strategy", "data_dir", "manifest", "split_protocol", "skip_bad_images", "adversarial", "adv_method", "adv_eps",
+                "strategy", "data_dir", "manifest", "split_protocol", "streaming", "skip_bad_images", "adversarial", "adv_method", "adv_eps",
                 "adv_step", "adv_iters", "adv_clean_weight")
 
 

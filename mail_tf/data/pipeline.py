@@ -8,24 +8,71 @@ their own split.
 """
 
 import dataclasses
+import os
 import sys
 
 import numpy as np
 import tensorflow as tf
 
 from mail_tf.data import augment
-from mail_tf.data.images import load_images
+from mail_tf.data.images import check_header, load_images, to_rgb_uint8
 from mail_tf.data.sources import DataError
 from mail_tf.data.splits import FRACTIONS, concat_items, make_splits, split_indices
 
 
+class StreamedImages:
+    """One split's images left where they are — files, or encoded bytes from TFDS — and decoded,
+    converted to RGB and resized in tf.data as they are needed, with the very ops `load_images` uses
+    (so the pixels are the in-memory path's). Indexing decodes the chosen images into an array."""
+
+    def __init__(self, files, size):
+        self.files = np.asarray(files, dtype=object)
+        self.size = size
+        self.encoded = bool(len(self.files)) and isinstance(self.files[0], bytes)
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        one = np.ndim(index) == 0
+        array, _ = load_images(list(np.atleast_1d(self.files[index])), self.size)
+        return array[0] if one else array
+
+    def decode(self, item):
+        """One file name (or encoded image) tensor -> (size, size, 3) uint8."""
+        data = item if self.encoded else tf.io.read_file(item)
+        x = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        return to_rgb_uint8(x[None], self.size)[0]
+
+    def decode_batch(self, items):
+        return tf.map_fn(self.decode, items, fn_output_signature=tf.TensorSpec((self.size, self.size, 3), tf.uint8))
+
+
+# Decoded size above which `streaming="auto"` leaves the images on disk (the in-memory path holds
+# N x S x S x 3 bytes per modality; HAM10000 at 128 px is 0.5 GB).
+STREAM_BYTES = int(os.environ.get("MAIL_TF_STREAM_BYTES", 4 << 30))
+STREAMING = ("auto", "on", "off")
+
+
+def use_streaming(streaming, sources, image_size):
+    """Whether to stream: "on", "off", or "auto" (decoded file-based data above STREAM_BYTES)."""
+    if streaming not in STREAMING:
+        raise DataError(f"streaming={streaming!r}: expected one of {STREAMING}")
+    if streaming != "auto":
+        return streaming == "on"
+    files = sum(len(items) for source in sources for items in source.splits.values()
+                if not isinstance(items.images, np.ndarray))
+    return files * image_size * image_size * 3 > STREAM_BYTES
+
+
 @dataclasses.dataclass
 class Modality:
-    """One modality/task, decoded: per split a uint8 image array and integer labels."""
+    """One modality/task: per split the images (a decoded (N, S, S, 3) uint8 array, or
+    `StreamedImages` decoded on the fly) and integer labels."""
 
     task: str
     class_names: list
-    images: dict            # {split: (N, S, S, 3) uint8}
+    images: dict            # {split: (N, S, S, 3) uint8 or StreamedImages}
     labels: dict            # {split: (N,) int64}
     manifest: dict          # {split: [ids]}
     leakage: dict = None    # split_protocol=notebook: test items sharing an image or a group with train
@@ -38,8 +85,10 @@ class Modality:
 SPLIT_PROTOCOLS = ("grouped", "notebook")
 
 
-def prepare_modality(task, source, image_size, seed=0, manifest=None, skip_bad=False, split_protocol="grouped"):
-    """Split a Source and decode every split to `image_size`.
+def prepare_modality(task, source, image_size, seed=0, manifest=None, skip_bad=False, split_protocol="grouped",
+                     streaming=False):
+    """Split a Source and decode every split to `image_size` (streaming: leave the files where they
+    are, their headers checked now, and decode them in tf.data; arrays are always held in memory).
 
     split_protocol "grouped" (ours): official splits kept, the rest seeded and stratified with whole
     groups (HAM10000 lesions) on one side, or a previous run's manifest. "notebook": the reference
@@ -52,8 +101,12 @@ def prepare_modality(task, source, image_size, seed=0, manifest=None, skip_bad=F
     splits = make_splits(source, seed=seed, manifest=manifest)
     images, labels, ids = {}, {}, {}
     for split, items in splits.items():
-        array, keep = load_images(items.images, image_size, skip_bad=skip_bad, label=f"{task}/{split}")
-        images[split] = array
+        if streaming and not isinstance(items.images, np.ndarray):
+            keep = check_headers(items, skip_bad, f"{task}/{split}")
+            images[split] = StreamedImages([items.images[i] for i in keep], image_size)
+        else:
+            images[split], keep = load_images(items.images, image_size, skip_bad=skip_bad, label=f"{task}/{split}",
+                                              names=items.ids)
         labels[split] = items.labels[keep]
         ids[split] = [items.ids[i] for i in keep]
     check_split_sizes(task, list(source.class_names), labels)
@@ -68,7 +121,7 @@ def notebook_modality(task, source, image_size, seed=0, manifest=None, skip_bad=
     warning says so. Training on these splits needs --nopaper_augment (the copies are the augmentation).
     """
     pooled = concat_items([source.splits[k] for k in sorted(source.splits)])
-    decoded, keep = load_images(pooled.images, image_size, skip_bad=skip_bad, label=f"{task}/all")
+    decoded, keep = load_images(pooled.images, image_size, skip_bad=skip_bad, label=f"{task}/all", names=pooled.ids)
     pooled = pooled.subset(keep)
     copies = []
     for t in range(augment.N_TRANSFORMS):
@@ -101,6 +154,26 @@ def notebook_modality(task, source, image_size, seed=0, manifest=None, skip_bad=
                         {s: labels[i] for s, i in parts.items()}, split_ids, leakage)
     check_split_sizes(task, modality.class_names, modality.labels)
     return modality
+
+
+def check_headers(items, skip_bad, label):
+    """Indices of the items whose file reads as an image of an accepted size (streaming decodes them
+    later, inside tf.data, where an error could not name the file); the first bad one raises a
+    DataError naming it, or with `skip_bad` every bad one is listed and left out."""
+    keep, bad = [], []
+    for i, item in enumerate(items.images):
+        try:
+            check_header(item, f"{label} item {items.ids[i]}" if isinstance(item, bytes) else item)
+            keep.append(i)
+        except DataError as e:
+            if not skip_bad:
+                raise
+            bad.append(str(e))
+    if bad:
+        print(f"  {label}: skipped {len(bad)} unreadable image(s):", file=sys.stderr)
+        for message in bad:
+            print(f"    {message}", file=sys.stderr)
+    return np.asarray(keep, np.int64)
 
 
 def check_split_sizes(task, class_names, labels):
@@ -162,7 +235,7 @@ def train_dataset(modalities, batch_size, seed=0, paper_augment=True, random_aug
     pairing_seed = seed * 1_000_003 + epoch if shuffle_pairs and epoch is not None else seed
     index = train_index([len(m.labels[split]) for m in modalities], paper_augment, pairing_seed)
     n = len(index[0][0])
-    images = [tf.constant(m.images[split]) for m in modalities]
+    images = [_gatherer(m.images[split]) for m in modalities]
     labels = [tf.constant(m.labels[split]) for m in modalities]
     tasks = [m.task for m in modalities]
     ds = tf.data.Dataset.from_tensor_slices(tuple((src, tid) for src, tid in index))
@@ -172,7 +245,7 @@ def train_dataset(modalities, batch_size, seed=0, paper_augment=True, random_aug
     def load(*per_modality):
         xs, ys = [], {}
         for i, (src, tid) in enumerate(per_modality):
-            x = _scale(tf.gather(images[i], src))
+            x = _scale(images[i](src))
             x = augment.paper_transform(x, tid)
             xs.append(x)
             ys[tasks[i]] = tf.gather(labels[i], src)
@@ -186,6 +259,15 @@ def train_dataset(modalities, batch_size, seed=0, paper_augment=True, random_aug
                                     for i, x in enumerate(batch[0])), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _gatherer(images):
+    """index tensor -> uint8 batch: a gather from memory, or the streamed files decoded."""
+    if isinstance(images, StreamedImages):
+        files = tf.constant(list(images.files), tf.string)
+        return lambda index: images.decode_batch(tf.gather(files, index))
+    array = tf.constant(images)
+    return lambda index: tf.gather(array, index)
 
 
 def eval_partners(modalities, split, seed=0):
@@ -207,14 +289,19 @@ def eval_datasets(modalities, split, batch_size, seed=0, all_labels=False):
     """
     out = {}
     for t, (task, index) in enumerate(eval_partners(modalities, split, seed).items()):
-        arrays = tuple(m.images[split][idx] for m, idx in zip(modalities, index))
+        stores = [m.images[split] for m in modalities]
+        arrays = tuple(list(s.files[idx]) if isinstance(s, StreamedImages) else s[idx] for s, idx in zip(stores, index))
         if all_labels:
             labels = {m.task: m.labels[split][idx] for m, idx in zip(modalities, index)}
         else:
             labels = {task: modalities[t].labels[split]}
         ds = tf.data.Dataset.from_tensor_slices((arrays, labels)).batch(batch_size)
-        out[task] = ds.map(lambda xs, y: (tuple(_scale(x) for x in xs), y),
-                           num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+        def load(xs, y, stores=stores):
+            return tuple(_scale(s.decode_batch(x) if isinstance(s, StreamedImages) else x)
+                         for s, x in zip(stores, xs)), y
+
+        out[task] = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return out
 
 
@@ -222,5 +309,5 @@ def manifests(modalities):
     return {m.task: m.manifest for m in modalities}
 
 
-__all__ = ["Modality", "eval_datasets", "eval_partners", "manifests", "prepare_modality", "train_dataset",
-           "train_index"]
+__all__ = ["STREAMING", "Modality", "StreamedImages", "eval_datasets", "eval_partners", "manifests", "prepare_modality", "train_dataset",
+           "train_index", "use_streaming"]

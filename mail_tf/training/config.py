@@ -59,6 +59,7 @@ class TrainConfig:
     data_dir: str = None
     manifest: str = None
     split_protocol: str = "grouped"      # "notebook": the reference's leaky augment-then-split (to measure it)
+    streaming: str = "auto"              # image files decoded in tf.data ("on"), into memory ("off"), or by size
     skip_bad_images: bool = False
     # Adversarial training (Algorithm 2): PGD-style attack crafted per batch, update on X*.
     adversarial: bool = False
@@ -100,6 +101,7 @@ class TrainConfig:
                   (self.adv_step is None or self.adv_step > 0, "adv_step", "positive"),
                   (self.seed >= 0, "seed", "at least 0"),
                   (self.split_protocol in ("grouped", "notebook"), "split_protocol", "grouped or notebook"),
+                  (self.streaming in ("auto", "on", "off"), "streaming", "auto, on or off"),
                   (self.split_protocol != "notebook" or not self.paper_augment, "paper_augment",
                    "off (--nopaper_augment) with split_protocol=notebook, whose splits are already augmented")]
         for ok, name, expected in checks:
@@ -143,7 +145,7 @@ class TrainConfig:
             raise ValueError(f"unknown training settings {unknown}")
         return cls(**values)
 
-    def differences(self, other, ignore=("epochs",)):
+    def differences(self, other, ignore=("epochs", "streaming")):   # streaming: same pixels either way
         """Settings that differ from `other`, as {name: (mine, theirs)}."""
         a, b = dataclasses.asdict(self), dataclasses.asdict(other)
         return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}

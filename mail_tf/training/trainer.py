@@ -158,7 +158,7 @@ class Trainer:
         self.modalities = mdata.load_experiment(config.dataset, config.image_size, config.seed, config.data_dir,
                                                 manifest=manifest, skip_bad=config.skip_bad_images,
                                                 manifest_name=f"split manifest {str(manifest_path)!r}",
-                                                split_protocol=config.split_protocol)
+                                                split_protocol=config.split_protocol, streaming=config.streaming)
         self.lock = start_run_dir(self.out, config, overwrite)    # only now: a failed load leaves no run behind
         mdata.write_manifest(self.out / "splits.json", mdata.manifests(self.modalities))
         self.tasks = [m.task for m in self.modalities]
