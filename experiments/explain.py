@@ -3,6 +3,7 @@
   python -m experiments.explain --run runs/x breast.png chest.jpg     # one image per modality, any size
   python -m experiments.explain --run runs/x --split test --num 8     # the first 8 evaluation pairs
   python -m experiments.explain --run runs/x --num 4 --attack pgd --eps 0.0157   # and the attacked pairs
+  python -m experiments.explain --run runs/x --num 64 --gallery 3     # + 3 correct and 3 wrong pairs per task
 
 Writes, per pair, `pair_NNN.png` (rows: modalities; columns: the image, then per task its heat map
 and the overlay, titled with the predicted and true class; a map of a task through another task's
@@ -37,6 +38,8 @@ flags.DEFINE_float("eps", 4 / 255, "l-inf radius of --attack.")
 flags.DEFINE_integer("iters", 10, "Iterations of --attack.")
 flags.DEFINE_integer("seed", 0, "Seed of the attack's random start.")
 flags.DEFINE_string("out", None, "Output folder (default <run>/explain).")
+flags.DEFINE_integer("gallery", 0, "Also draw gallery.png: per task, this many correctly and this many wrongly "
+                     "classified pairs among each task's first --num evaluation pairs, side by side (own-modality maps).")
 
 
 def file_pairs(paths, image_size, num_modalities):
@@ -115,10 +118,71 @@ def plot_pair(path, images, maps, predicted, labels, class_names, tasks, title):
     plt.close(fig)
 
 
+def pick_gallery(predicted, labels, task, k):
+    """Indices of the first k correct and the first k wrong predictions of `task`."""
+    import numpy as np
+
+    right = np.asarray(predicted[task]) == np.asarray(labels[task])
+    return list(np.flatnonzero(right)[:k]), list(np.flatnonzero(~right)[:k])
+
+
+def plot_gallery(path, rows, class_names, title):
+    """rows: [(task, modality index, [(image, map, predicted, true) correct...], [... wrong])]: one figure row per
+    example rank and task, correct pairs on the left, wrong ones on the right (image, then overlay)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = max(max(len(c), len(w)) for _, _, c, w in rows)
+    fig, axes = plt.subplots(len(rows) * k, 4, figsize=(8.4, 2.2 * len(rows) * k), squeeze=False)
+    for r, (task, _, correct, wrong) in enumerate(rows):
+        for side, examples in ((0, correct), (2, wrong)):
+            for i in range(k):
+                ax_image, ax_map = axes[r * k + i][side], axes[r * k + i][side + 1]
+                if i >= len(examples):
+                    continue
+                image, heat, predicted, true = examples[i]
+                names = class_names[task]
+                ax_image.imshow(image)
+                ax_image.set_title(f"{task}: {'correct' if side == 0 else 'wrong'}\ntrue {names[true]}", fontsize=8)
+                ax_map.imshow(image)
+                ax_map.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                ax_map.set_title(f"Grad-CAM\npredicted {names[predicted]}", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def gallery(model, modalities, config, k, out):
+    """gallery.png and gallery.json: per task, k correct and k wrong pairs of its first --num test pairs."""
+    rows, listing = [], {}
+    tasks = [m.task for m in modalities]
+    for t, task in enumerate(tasks):
+        images, labels = split_pairs(modalities, FLAGS.split, FLAGS.num, task, config.seed)
+        maps, predicted = explain(model, images, FLAGS.method, FLAGS.targets, FLAGS.draws)
+        correct, wrong = pick_gallery(predicted, labels, task, k)
+        pack = lambda idx: [(images[t][i], maps[task][t][i], int(predicted[task][i]), int(labels[task][i]))  # noqa: E731
+                            for i in idx]
+        rows.append((task, t, pack(correct), pack(wrong)))
+        listing[task] = {"pairs_explained": len(labels[task]), "correct": [int(i) for i in correct],
+                         "wrong": [int(i) for i in wrong],
+                         "accuracy_on_them": float((predicted[task] == labels[task]).mean())}
+    names = {m.task: m.class_names for m in modalities}
+    plot_gallery(out / "gallery.png", rows, names, f"{FLAGS.method}, {FLAGS.split} pairs of {Path(FLAGS.run).name}")
+    (out / "gallery.json").write_text(json.dumps({"run": FLAGS.run, "split": FLAGS.split, "tasks": listing}, indent=2)
+                                      + "\n")
+    print(f"{out / 'gallery.png'}: " + ", ".join(f"{t} {len(v['correct'])} correct / {len(v['wrong'])} wrong"
+                                                for t, v in listing.items()), flush=True)
+
+
 def main(argv):
     try:
         check_ranges(FLAGS, {"num": (1, None), "draws": (1, None), "eps": (0.0, 1.0), "iters": (1, None),
-                             "seed": (0, None)})
+                             "seed": (0, None), "gallery": (0, None)})
         if not FLAGS.run:
             raise ValueError("--run is required: a run directory of experiments.train")
     except ValueError as e:
@@ -137,6 +201,8 @@ def main(argv):
                              f"({len(model.inputs)})")
         metrics_path = Path(FLAGS.run) / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        if argv[1:] and FLAGS.gallery:
+            raise ValueError("--gallery draws evaluation pairs of --split: give no image files with it")
         if argv[1:]:
             images, labels = file_pairs(argv[1:], config.image_size, len(model.inputs))
             modalities = None
@@ -181,6 +247,8 @@ def main(argv):
             print(f"{stem.with_suffix('.png')}: " + ", ".join(
                 f"{t} {class_names[t][pair_pred[t]]}" + ("" if pair_true is None else f" (true {class_names[t][pair_true[t]]})")
                 for t in tasks), flush=True)
+    if FLAGS.gallery:
+        gallery(model, modalities, config, FLAGS.gallery, out)
     (out / "explain.json").write_text(json.dumps({"run": FLAGS.run, "method": FLAGS.method,
                                                   "targets": FLAGS.targets or "each branch's last spatial map",
                                                   "pairs": listing}, indent=2) + "\n")

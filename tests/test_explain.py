@@ -91,3 +91,10 @@ def test_grad_cam_and_occlusion_peak_where_the_evidence_is():
         assert heat[:, 8:16, 8:16].mean() > 3 * heat[:, :6].mean()
     assert occluded[:, :6].max() == 0.0            # occluding what the score ignores changes nothing
     assert np.allclose(maps["t"][1], 0.0)          # modality b carries no evidence for the task
+
+
+def test_gallery_picks_the_first_correct_and_wrong_pairs():
+    from experiments.explain import pick_gallery
+
+    correct, wrong = pick_gallery({"t": np.array([0, 1, 1, 0, 2])}, {"t": np.array([0, 0, 1, 1, 2])}, "t", 2)
+    assert correct == [0, 2] and wrong == [1, 3]

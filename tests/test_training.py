@@ -240,9 +240,14 @@ def test_explain_cli_on_split_pairs_attacked_and_on_files(full_run, tmp_path):
     # At 32 px the stage-4 maps are 1x1: explain stage 3 (2x2) by name.
     targets = "breastmnist_stage3_block2,pneumoniamnist_stage3_block2"
     proc = subprocess.run([sys.executable, "-m", "experiments.explain", "--run", str(out), "--num", "2",
-                           "--targets", targets, "--attack", "pgd", "--iters", "2", "--out", str(dest)],
+                           "--targets", targets, "--attack", "pgd", "--iters", "2", "--gallery", "1", "--out", str(dest)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    shown = json.loads((dest / "gallery.json").read_text())["tasks"]
+    for task, g in shown.items():       # one correct and one wrong pair where the first two hold them
+        assert g["pairs_explained"] == 2 and len(g["correct"]) == min(1, round(2 * g["accuracy_on_them"]))
+        assert len(g["wrong"]) == min(1, 2 - round(2 * g["accuracy_on_them"]))
+    assert (dest / "gallery.png").stat().st_size > 10_000
     listing = json.loads((dest / "explain.json").read_text())["pairs"]
     assert [(p["pair"], p["version"].split()[0]) for p in listing] == [(0, "clean"), (1, "clean"), (0, "pgd"), (1, "pgd")]
     assert set(listing[0]["true"]) == {"breastmnist", "pneumoniamnist"}
@@ -262,7 +267,8 @@ def test_explain_cli_on_split_pairs_attacked_and_on_files(full_run, tmp_path):
     assert np.load(tmp_path / "files" / "pair_000.npz")["pneumoniamnist/pneumoniamnist"].shape == (32, 32)
     for args, message in ((["--targets", "nope,nope2"], "the model has no layer 'nope'"),
                           ([str(skin)], "the model takes 2 images, one per modality; got 1"),
-                          (["--num", "0"], "--num=0: expected >= 1")):
+                          (["--num", "0"], "--num=0: expected >= 1"),
+                          (["--gallery", "2", str(skin), str(mri)], "--gallery draws evaluation pairs")):
         bad = subprocess.run([sys.executable, "-m", "experiments.explain", "--run", str(out), *args],
                              capture_output=True, text=True)
         assert bad.returncode != 0 and "Traceback" not in bad.stderr and message in bad.stderr, bad.stderr[-2000:]
