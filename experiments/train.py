@@ -63,7 +63,9 @@ flags.DEFINE_float("ema_decay", 0.0, "Per-step decay of an exponential moving av
                    "0: off (the default).")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"], "Mixed precision (GPU).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (GPU; slower on CPU).")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                  "tf.distribute strategy: one device, this machine's devices, or the workers of TF_CONFIG "
+                  "(MultiWorkerMirroredStrategy; the chief alone writes --output_dir).")
 flags.DEFINE_string("data_dir", None, "Folder holding the downloaded datasets (default $MAIL_TF_DATA_DIR or ./data).")
 flags.DEFINE_string("manifest", None, "Reuse the splits of this split manifest (splits.json).")
 flags.DEFINE_enum("split_protocol", None, ["grouped", "notebook"],
@@ -168,6 +170,16 @@ def main(argv):
     except FloatingPointError as e:
         sys.exit(f"error: {e}")
     metrics = finish(trainer)
+    if config.strategy == "multi_worker":
+        from mail_tf.training.trainer import weights_fingerprint
+
+        print(f"weights fingerprint {weights_fingerprint(trainer.model)}", flush=True)
+    if not trainer.chief:              # a worker's temporary run directory, ours to remove
+        import shutil
+
+        shutil.rmtree(trainer.out, ignore_errors=True)
+        print(f"worker done; the chief wrote the run to {trainer.run_dir}")
+        return
     print_summary(metrics, trainer.out, time.time() - start)
 
 

@@ -8,7 +8,7 @@ from mail_tf.attacks.gradient import METHODS, SignAttack
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "sgd": 1e-3}    # the notebook's Adam, the paper's SGD
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 SCHEDULES = ("plateau", "cosine")
 
 # Settings a named experiment changes from the general defaults (flags given by the user win).

@@ -103,7 +103,7 @@ def make_distributed_predict_fn(model, strategy=None):
 
     def predict(images, labels):
         logits, labels = step(images, labels)
-        gather = lambda t: tf.concat(strategy.experimental_local_results(t), axis=0).numpy()
+        gather = lambda t: strategy.gather(t, axis=0).numpy()     # every replica's, on every worker
         return ({k: gather(v) for k, v in logits.items()}, {k: gather(v) for k, v in labels.items()})
 
     return predict

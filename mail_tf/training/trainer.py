@@ -16,11 +16,16 @@ A run directory holds everything of one run:
 
 import contextlib
 import dataclasses
+import hashlib
 import inspect
 import math
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -35,7 +40,7 @@ from mail_tf.training.averaging import WeightAverage
 from mail_tf.training.decay import decayed_kernels
 from mail_tf.training.metrics import classification_metrics, cross_entropy
 from mail_tf.training.report import plot_history
-from mail_tf.training.run_dir import (BEST, BEST_PENDING, CHECKPOINT, RunError, check_run_dir, commit_best,
+from mail_tf.training.run_dir import (BEST, BEST_PENDING, CHECKPOINT, MARKER, RunError, check_run_dir, commit_best,
                                       load_checkpoint, recover_best, save_checkpoint, start_run_dir)
 from mail_tf.training.step import make_distributed_predict_fn, make_train_step
 
@@ -79,9 +84,51 @@ def make_optimizer(config, model):
 
 
 def make_strategy(name):
+    """default (one device), mirrored (this machine's devices) or multi_worker (the cluster of
+    TF_CONFIG). MultiWorkerMirroredStrategy must exist before TensorFlow runs its first op."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise RunError("--strategy multi_worker reads its cluster from TF_CONFIG (set it for every worker: "
+                           "README, Scaling out)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    """Whether this process writes the run: no cluster, the `chief` task, or worker 0 without one."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def worker_dir(run_dir, resume):
+    """A non-chief worker's own temporary run directory (the chief alone writes the run); resuming, it
+    starts from a copy of the run's checkpoint, so every worker continues from the same step."""
+    tmp = Path(tempfile.mkdtemp(prefix="mail_tf_worker_"))
+    if resume:
+        for name in ("config.json", "splits.json", CHECKPOINT, BEST, MARKER):
+            if (Path(run_dir) / name).exists():
+                shutil.copy2(Path(run_dir) / name, tmp / name)
+    return tmp
+
+
+def weights_fingerprint(model):
+    """sha256 of every weight's bytes: equal on every worker of a synchronous run."""
+    digest = hashlib.sha256()
+    for w in model.weights:
+        digest.update(np.ascontiguousarray(w.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+# Shard input by element on every strategy: our datasets come from memory (or a file list), which
+# the default AUTO policy would first try, and fail, to shard by file.
+DATA_OPTIONS = tf.data.Options()
+DATA_OPTIONS.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 
 
 def configure_batch_norm(model, synchronized=False, momentum=None):
@@ -144,13 +191,17 @@ class Trainer:
     exports the best model."""
 
     def __init__(self, config, output_dir, resume=False, overwrite=False, log=None):
+        self.strategy = make_strategy(config.strategy)          # first: before TensorFlow's first op
+        self.chief = is_chief(self.strategy)
         check_config(config)
         self.config = config
+        self.run_dir = Path(output_dir)
+        if not self.chief:
+            output_dir = worker_dir(output_dir, resume)
         self.out = check_run_dir(output_dir, config, resume, overwrite)
         self.log = log or (lambda msg: print(msg, flush=True))
         keras.utils.set_random_seed(config.seed)
         keras.mixed_precision.set_global_policy(config.precision)
-        self.strategy = make_strategy(config.strategy)
 
         manifest_path = self.out / "splits.json" if resume and (self.out / "splits.json").exists() else config.manifest
         manifest = mdata.read_manifest(manifest_path) if manifest_path else None
@@ -201,7 +252,7 @@ class Trainer:
         datasets = mdata.eval_datasets(self.modalities, split, self.config.batch_size, self.config.seed)
         for task, ds in datasets.items():
             labels, logits = [], []
-            for images, y in self.strategy.experimental_distribute_dataset(ds):
+            for images, y in self.strategy.experimental_distribute_dataset(ds.with_options(DATA_OPTIONS)):
                 batch_logits, batch_labels = self.predict(images, y)
                 logits.append(batch_logits[task].astype(np.float32))
                 labels.append(batch_labels[task])
@@ -234,7 +285,7 @@ class Trainer:
             self.log(f"epoch {epoch}/{config.epochs}  lr {state.learning_rate:.2g}")
             bar = progress_bar(steps)
             start, total, seen = time.time(), 0.0, 0
-            for i, (images, labels) in enumerate(self.strategy.experimental_distribute_dataset(ds)):
+            for i, (images, labels) in enumerate(self.strategy.experimental_distribute_dataset(ds.with_options(DATA_OPTIONS))):
                 loss = float(self.train_step(images, labels))
                 if not np.isfinite(loss):
                     raise FloatingPointError(f"epoch {epoch} step {i + 1}: the training loss is {loss}; lower "
@@ -249,7 +300,7 @@ class Trainer:
                 if improved:    # renamed to best.weights.h5 once the checkpoint records this epoch
                     self.model.save_weights(self.out / BEST_PENDING)
             record = {"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss,
-                      "learning_rate": float(self.optimizer.learning_rate), "train_seconds": train_time,
+                      "learning_rate": float(keras.ops.convert_to_numpy(self.optimizer.learning_rate)), "train_seconds": train_time,
                       "val": {t: _summary(v) for t, v in val.items()}}
             record.update(noise_weights(self.model))
             state.history.append(record)
