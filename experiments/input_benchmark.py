@@ -102,8 +102,9 @@ def table(results):
              "train pairs/s | pipeline pairs/s |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         loaded = f"{r['peak_rss_after_load_mb']:.0f}" if "peak_rss_after_load_mb" in r else "-"
-        lines.append(f"| {r['scale']}x | {r['images']:,} | {r['path']} | {loaded} | {r['peak_rss_mb']:.0f} | {r['load_s']:.1f} | "
-                     ("-" if r["train_pairs_per_s"] is None else f"{r['train_pairs_per_s']:.1f}") + f" | {r['pipeline_pairs_per_s']:.0f} |")
+        train = "-" if r["train_pairs_per_s"] is None else f"{r['train_pairs_per_s']:.1f}"
+        lines.append(f"| {r['scale']}x | {r['images']:,} | {r['path']} | {loaded} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['load_s']:.1f} | {train} | {r['pipeline_pairs_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
