@@ -28,7 +28,7 @@ from experiments.cli import check_ranges, number_list  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("scales", ["1", "4", "16"], "Dataset sizes, as multiples of --base.")
-flags.DEFINE_integer("base", 500, "Images per modality at scale 1.")
+flags.DEFINE_integer("base", 500, "Images per modality at scale 1 (at least 40: every class needs validation and test images).")
 flags.DEFINE_integer("source_size", 256, "Side of the synthetic JPEG files.")
 flags.DEFINE_integer("image_size", 64, "Training image size.")
 flags.DEFINE_integer("batch_size", 32, "Pairs per step.")
@@ -115,7 +115,7 @@ def main(argv):
         print(json.dumps(measure(spec, streaming)))
         return
     try:
-        check_ranges(FLAGS, {"base": (10, None), "source_size": (8, None), "image_size": (32, None),
+        check_ranges(FLAGS, {"base": (40, None), "source_size": (8, None), "image_size": (32, None),
                              "batch_size": (1, None), "warmup": (1, None), "steps": (1, None),
                              "pipeline_batches": (1, None), "seed": (0, None)})
         scales = number_list("--scales", FLAGS.scales, int, lambda s: s >= 1, "whole numbers >= 1")

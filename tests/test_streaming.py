@@ -56,3 +56,22 @@ def test_streaming_checks_every_header_before_training(tmp_path):
         load_experiment(f"folder:xray={root}", 16, streaming="on")
     kept = load_experiment(f"folder:xray={root}", 16, streaming="on", skip_bad=True)[0]
     assert sum(len(v) for v in kept.labels.values()) == 19
+
+
+def test_input_benchmark_measures_both_paths(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "input.json"
+    proc = subprocess.run([sys.executable, "-m", "experiments.input_benchmark", "--scales", "1,2", "--base", "40",
+                           "--source_size", "16", "--image_size", "32", "--batch_size", "4", "--model", "none",
+                           "--pipeline_batches", "2", "--work", str(tmp_path / "files"), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["scale"], r["images"], r["path"]) for r in rows] == [
+        (1, 40, "in memory"), (1, 40, "streaming"), (2, 80, "in memory"), (2, 80, "streaming")]
+    assert all(r["peak_rss_mb"] >= r["peak_rss_after_load_mb"] > 0 and r["pipeline_pairs_per_s"] > 0 for r in rows)
+    assert len(list((tmp_path / "files" / "x2" / "b").rglob("*.jpg"))) == 80     # --work is kept
+    assert "| 2x | 80 | streaming |" in out.with_suffix(".md").read_text()
