@@ -89,6 +89,17 @@ def explain(model, images, method, targets, draws):
     return {t: maps[t] for t in maps if t not in ("explained", "draws")}, maps["explained"]
 
 
+def save_figure(fig, axes, path, title):
+    import matplotlib.pyplot as plt
+
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def plot_pair(path, images, maps, predicted, labels, class_names, tasks, title):
     import matplotlib
 
@@ -110,12 +121,7 @@ def plot_pair(path, images, maps, predicted, labels, class_names, tasks, title):
             axes[m][2 + 2 * k].imshow(image)
             axes[m][2 + 2 * k].imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
             axes[m][2 + 2 * k].set_title(f"predicted {names[int(predicted[task])]}{true}", fontsize=8)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, axes, path, title)
 
 
 def pick_gallery(predicted, labels, task, k):
@@ -148,13 +154,8 @@ def plot_gallery(path, rows, class_names, title):
                 ax_image.set_title(f"{task}: {'correct' if side == 0 else 'wrong'}\ntrue {names[true]}", fontsize=8)
                 ax_map.imshow(image)
                 ax_map.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-                ax_map.set_title(f"Grad-CAM\npredicted {names[predicted]}", fontsize=8)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+                ax_map.set_title(f"{FLAGS.method}\npredicted {names[predicted]}", fontsize=8)
+    save_figure(fig, axes, path, title)
 
 
 def gallery(model, modalities, config, k, out):
