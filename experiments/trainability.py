@@ -152,7 +152,7 @@ def main(argv):
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     if FLAGS.run:
-        from experiments.robust_eval import load_run
+        from mail_tf.training.run_dir import load_run
         from mail_tf.diagnostics import gate_saturation, saturation_by_kind, signal_propagation
 
         try:

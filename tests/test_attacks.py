@@ -335,7 +335,7 @@ def test_a_sweep_traces_each_attack_once():
 
 
 def test_the_loss_sanity_check_at_eps_zero_asks_for_an_unchanged_loss():
-    from experiments.robust_eval import sanity_checks
+    from mail_tf.attacks.sanity import sanity_checks
     from mail_tf.attacks.evaluate import AttackSpec
 
     def evaluate(spec, protocol):      # every other check passes: nothing survives, more steps no better
