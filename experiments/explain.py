@@ -124,14 +124,6 @@ def plot_pair(path, images, maps, predicted, labels, class_names, tasks, title):
     save_figure(fig, axes, path, title)
 
 
-def pick_gallery(predicted, labels, task, k):
-    """Indices of the first k correct and the first k wrong predictions of `task`."""
-    import numpy as np
-
-    right = np.asarray(predicted[task]) == np.asarray(labels[task])
-    return list(np.flatnonzero(right)[:k]), list(np.flatnonzero(~right)[:k])
-
-
 def plot_gallery(path, rows, class_names, title):
     """rows: [(task, modality index, [(image, map, predicted, true) correct...], [... wrong])]: one figure row per
     example rank and task, correct pairs on the left, wrong ones on the right (image, then overlay)."""
@@ -160,12 +152,14 @@ def plot_gallery(path, rows, class_names, title):
 
 def gallery(model, modalities, config, k, out):
     """gallery.png and gallery.json: per task, k correct and k wrong pairs of its first --num test pairs."""
+    from mail_tf.explain import right_and_wrong
+
     rows, listing = [], {}
     tasks = [m.task for m in modalities]
     for t, task in enumerate(tasks):
         images, labels = split_pairs(modalities, FLAGS.split, FLAGS.num, task, config.seed)
         maps, predicted = explain(model, images, FLAGS.method, FLAGS.targets, FLAGS.draws)
-        correct, wrong = pick_gallery(predicted, labels, task, k)
+        correct, wrong = right_and_wrong(predicted[task], labels[task], k)
         pack = lambda idx: [(images[t][i], maps[task][t][i], int(predicted[task][i]), int(labels[task][i]))  # noqa: E731
                             for i in idx]
         rows.append((task, t, pack(correct), pack(wrong)))

@@ -144,6 +144,12 @@ def occlusion(model, images, task, modality, classes=None, patch=8, stride=4, fi
     return np.divide(heat, peak, out=np.zeros_like(heat), where=peak > 0)
 
 
+def right_and_wrong(predicted, labels, k):
+    """Indices of the first k correct and the first k wrong predictions (a gallery's picks)."""
+    right = np.asarray(predicted) == np.asarray(labels)
+    return [int(i) for i in np.flatnonzero(right)[:k]], [int(i) for i in np.flatnonzero(~right)[:k]]
+
+
 def pointing_game(maps, boxes, tolerance=0):
     """Per image, whether the map's peak lies in its box (Zhang et al. 2016's pointing game).
 

@@ -94,7 +94,7 @@ def test_grad_cam_and_occlusion_peak_where_the_evidence_is():
 
 
 def test_gallery_picks_the_first_correct_and_wrong_pairs():
-    from experiments.explain import pick_gallery
+    from mail_tf.explain import right_and_wrong
 
-    correct, wrong = pick_gallery({"t": np.array([0, 1, 1, 0, 2])}, {"t": np.array([0, 0, 1, 1, 2])}, "t", 2)
+    correct, wrong = right_and_wrong(np.array([0, 1, 1, 0, 2]), np.array([0, 0, 1, 1, 2]), 2)
     assert correct == [0, 2] and wrong == [1, 3]
