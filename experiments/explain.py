@@ -163,8 +163,7 @@ def gallery(model, modalities, config, k, out):
         pack = lambda idx: [(images[t][i], maps[task][t][i], int(predicted[task][i]), int(labels[task][i]))  # noqa: E731
                             for i in idx]
         rows.append((task, t, pack(correct), pack(wrong)))
-        listing[task] = {"pairs_explained": len(labels[task]), "correct": [int(i) for i in correct],
-                         "wrong": [int(i) for i in wrong],
+        listing[task] = {"pairs_explained": len(labels[task]), "correct": correct, "wrong": wrong,
                          "accuracy_on_them": float((predicted[task] == labels[task]).mean())}
     names = {m.task: m.class_names for m in modalities}
     plot_gallery(out / "gallery.png", rows, names, f"{FLAGS.method}, {FLAGS.split} pairs of {Path(FLAGS.run).name}")

@@ -51,14 +51,10 @@ def load_tfds(option, root, data_dir=None):
     from mail_tf.data import tfds_builders
 
     kind, _, name = option.partition(":")
-    if kind not in tfds_builders.BUILDERS:
-        raise DataError(f"tfds:{option}: no TFDS builder for {kind!r}; builders exist for "
-                        f"{', '.join(sorted(tfds_builders.BUILDERS))}")
+    prepared = tfds_builders.prepared_dir(kind, root, name)       # DataError for a kind without a builder
     if kind == "folder" and not name:
         raise DataError(f"tfds:{option}: a class folder needs its name, e.g. tfds:folder:xray")
     manual = Path(data_dir or default_data_dir()) / DEFAULT_FOLDERS.get(kind, name)
-    cls = tfds_builders.BUILDERS[kind]
-    prepared = Path(root) / cls.name / (name if kind == "folder" else "") / str(cls.VERSION)
     if (prepared / "dataset_info.json").is_file():
         builder = tfds_builders.builder(kind, root, name=name or None)
     elif manual.is_dir():

@@ -195,12 +195,22 @@ BUILDERS = {"ham10000": Ham10000, "brain_mri": BrainMri, "sipakmed": Sipakmed, "
             "folder": ClassFolder}
 
 
+def builder_class(kind):
+    if kind not in BUILDERS:
+        raise DataError(f"tfds:{kind}: no TFDS builder for {kind!r}; builders exist for {', '.join(sorted(BUILDERS))}")
+    return BUILDERS[kind]
+
+
+def prepared_dir(kind, data_dir, name=None):
+    """Where TFDS keeps the prepared data of `kind` (a class folder's under its config `name`)."""
+    cls = builder_class(kind)
+    return Path(data_dir) / cls.name / (name if cls is ClassFolder else "") / str(cls.VERSION)
+
+
 def builder(kind, data_dir, manual_root=None, name=None):
     """The builder of a reader kind, its prepared data under `data_dir` (the folder kind needs
     `manual_root` or an already prepared `name`)."""
-    if kind not in BUILDERS:
-        raise DataError(f"tfds:{kind}: no TFDS builder; builders exist for {', '.join(sorted(BUILDERS))}")
-    cls = BUILDERS[kind]
+    cls = builder_class(kind)
     if cls is ClassFolder:
         config = folder_config(manual_root, name) if manual_root else _prepared_folder_config(data_dir, name)
         return cls(data_dir=str(data_dir), config=config)
@@ -208,7 +218,7 @@ def builder(kind, data_dir, manual_root=None, name=None):
 
 
 def _prepared_folder_config(data_dir, name):
-    path = Path(data_dir) / ClassFolder.name / name / str(ClassFolder.VERSION)
+    path = prepared_dir("folder", data_dir, name)
     if not (path / "dataset_info.json").is_file():
         raise DataError(f"tfds:folder:{name}: not prepared under {str(data_dir)!r} (expected {path}); prepare it "
                         "from the images with mail_tf.data.tfds_builders.prepare('folder', manual_dir=..., name=...)")
