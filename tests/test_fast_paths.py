@@ -6,7 +6,8 @@ import pytest
 import scipy.fft
 import tensorflow as tf
 
-from mail_tf.layers import ChannelShuffle, GroupedPointwiseConv2D, channel_dct, dct_matrix
+from mail_tf.layers import BatchNormalization, ChannelShuffle, GroupedPointwiseConv2D, channel_dct, dct_matrix
+from mail_tf.training import optimizers
 
 
 def _forward_and_grads(layer, kernel, x):
@@ -71,3 +72,90 @@ def test_channel_shuffle_is_the_shufflenet_permutation():
     y = ChannelShuffle(g)(x).numpy()
     perm = np.arange(c).reshape(g, c // g).T.reshape(-1)
     np.testing.assert_array_equal(y, x[..., perm])
+
+
+def _bn_pass(layer, x, training):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=training)
+        loss = tf.reduce_sum(y * tf.sin(y))
+    grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+    return [y.numpy()] + [g.numpy() for g in grads] + [layer.moving_mean.numpy(), layer.moving_variance.numpy()]
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 6, 5, 8), (32, 1, 1, 16)])
+def test_fused_batch_norm_equals_keras_batch_norm(training, shape):
+    x = tf.random.stateless_normal(shape, seed=(3, 4)) * 3.0 + 1.5
+    ref = keras.layers.BatchNormalization(momentum=0.9, moving_mean_initializer="random_normal",
+                                          moving_variance_initializer="ones", gamma_initializer="random_normal")
+    fast = BatchNormalization(momentum=0.9)
+    ref.build(shape)
+    fast.build(shape)
+    fast.set_weights(ref.get_weights())
+    assert np.ptp(ref.moving_mean.numpy()) > 0       # the inference path uses non-trivial statistics
+    for _ in range(2):        # two steps: the second starts from updated moving statistics
+        want, got = _bn_pass(ref, x, training), _bn_pass(fast, x, training)
+    for name, w, g in zip(["output", "d/dx", "d/dgamma", "d/dbeta", "moving_mean", "moving_variance"], want, got):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=name)
+    if training:
+        assert not np.allclose(want[-1], 1.0)          # the moving variance was updated
+
+
+def test_fused_batch_norm_falls_back_to_keras_where_the_kernel_does_not_apply():
+    x = tf.random.stateless_normal((4, 3, 8), seed=(5, 6))        # rank 3: not the fused kernel's
+    ref, fast = keras.layers.BatchNormalization(), BatchNormalization()
+    ref.build(x.shape)
+    fast.build(x.shape)
+    np.testing.assert_allclose(fast(x, training=True).numpy(), ref(x, training=True).numpy(), atol=1e-6)
+
+
+def _train(optimizer, steps=4):
+    keras.utils.set_random_seed(0)
+    w = [keras.Variable(np.random.default_rng(0).standard_normal(s).astype("float32")) for s in ((5, 3), (3,))]
+
+    @tf.function
+    def step(t):
+        with tf.GradientTape() as tape:
+            # Gradients far from zero: Adam divides by their size, so near zero it would amplify
+            # rounding differences into different steps.
+            loss = tf.reduce_sum((w[0] - 3.0) ** 2 * t) + tf.reduce_sum(tf.exp(w[1]))
+        optimizer.apply_gradients(zip(tape.gradient(loss, w), w))
+
+    for t in range(1, steps + 1):
+        step(tf.constant(float(t)))
+    return [v.numpy() for v in w] + [v.numpy() for v in optimizer.variables]
+
+
+@pytest.mark.parametrize("kind,kwargs", [
+    ("Adam", dict(learning_rate=0.1)), ("AdamW", dict(learning_rate=0.1, weight_decay=0.05)),
+    ("SGD", dict(learning_rate=0.05, momentum=0.9)), ("SGD", dict(learning_rate=0.05, momentum=0.9, nesterov=True))])
+def test_fused_optimizers_equal_keras_optimizers(kind, kwargs):
+    want = _train(getattr(keras.optimizers, kind)(**kwargs))
+    got = _train(getattr(optimizers, kind)(**kwargs))
+    assert len(got) == len(want)      # the same state variables, so checkpoints carry over
+    # The Adam kernel computes 1 - beta in float32 where Keras computes it in double: for beta_2 =
+    # 0.999 that is a 1.3e-5 relative difference in the second moment's update.
+    rtol = 1e-4 if kind.startswith("Adam") else 1e-6
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-6)
+    assert not np.allclose(got[0], np.random.default_rng(0).standard_normal((5, 3)))     # it did move
+
+
+@pytest.mark.parametrize("per_group", [False, True])
+def test_shuffle_folded_into_the_grouped_conv_equals_shuffling_the_activations(per_group):
+    x = tf.random.stateless_normal((2, 5, 5, 96), seed=(7, 8))
+    shuffle = ChannelShuffle(16)
+    conv = GroupedPointwiseConv2D(32, groups=2, bias_initializer="random_normal")
+    conv.build(x.shape)
+    conv.per_group = per_group
+    order = shuffle.permutation(96)
+    np.testing.assert_array_equal(shuffle(x).numpy(), tf.gather(x, order, axis=-1).numpy())
+    y0, gx0, gk0 = _forward_and_grads(lambda t: conv(shuffle(t)), conv.kernel, x)
+    plain = conv(x).numpy()
+    conv.input_order = order
+    y1, gx1, gk1 = _forward_and_grads(conv, conv.kernel, x)
+    np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx1, gx0, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gk1, gk0, rtol=1e-4, atol=1e-4)
+    assert np.abs(y0 - plain).max() > 1e-2     # the order matters: the test could fail

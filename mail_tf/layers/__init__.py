@@ -1,5 +1,6 @@
 """Custom Keras layers of mail-tf, all registered for serialisation under `mail_tf>`."""
 
+from mail_tf.layers.batch_norm import BatchNormalization
 from mail_tf.layers.conv import ChannelShuffle, GroupedPointwiseConv2D, block_diagonal
 from mail_tf.layers.dct import channel_dct, dct_matrix
 from mail_tf.layers.dropout import MCDropout
@@ -11,7 +12,8 @@ from mail_tf.layers.random_projection import (RandomProjectionDepthwiseConv2D, R
                                               random_projection_layers, redraw_random_filters)
 from mail_tf.layers.residual import EMILA, ERLA, MSGDC, ChannelAttention, ResidualBlock
 
-__all__ = ["AttentionNoise", "ChannelAttention", "ChannelShuffle", "EMCAM", "EMILA", "EMSCA", "ERLA", "FUSIONS",
+__all__ = ["AttentionNoise", "BatchNormalization", "ChannelAttention", "ChannelShuffle", "EMCAM", "EMILA", "EMSCA",
+           "ERLA", "FUSIONS",
            "GroupedPointwiseConv2D", "MCDropout", "MFA", "MFIFA", "MIFA", "MSGDC", "RRA",
            "RandomProjectionDepthwiseConv2D", "RandomProjectionPointwiseConv2D", "ResidualBlock", "SameBatch",
            "block_diagonal",

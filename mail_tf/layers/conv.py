@@ -8,11 +8,15 @@ block-diagonal expansion. `tests/test_fast_paths.py` proves it equal to `Conv2D(
 For on-device export (`mail_tf.lite`) `per_group = True` switches, when a graph is traced, to one
 matmul per group: the same numbers without storing the zero blocks (G times fewer weights in a
 converted model).
+A channel permutation in front of the conv (EMILA's channel shuffle) is folded into the kernel's
+rows (`input_order`, set by the owner at build like `per_group`), so the activations are never
+transposed.
 """
 
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -71,6 +75,9 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.per_group = False    # read when a graph is traced: see the module docstring
+        # None, or indices such that this conv applies to x[..., input_order] (a channel
+        # permutation, e.g. `ChannelShuffle.permutation`), folded into the kernel's rows.
+        self.input_order = None
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -89,6 +96,7 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         return self.kernel
 
     def call(self, x):
+        order = self.input_order
         if self.strides > 1:
             # A 1x1 kernel with stride s reads pixel (s*i, s*j) under 'same' and 'valid' padding alike.
             x = x[:, ::self.strides, ::self.strides, :]
@@ -97,10 +105,15 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         # 2-D matmuls over all pixels; a 4-D matmul would batch H*B small products instead.
         x2 = tf.reshape(x, (-1, x.shape[-1]))
         if self.groups > 1 and self.per_group:
+            if order is not None:
+                x2 = tf.gather(x2, order, axis=-1)
             ks = tf.split(tf.cast(kernel[0, 0], x.dtype), self.groups, axis=-1)
             y = tf.concat([tf.matmul(xg, k) for xg, k in zip(tf.split(x2, self.groups, axis=-1), ks)], axis=-1)
         else:
             kernel = block_diagonal(kernel, self.groups) if self.groups > 1 else tf.reshape(kernel, kernel.shape[-2:])
+            if order is not None:
+                # x[..., order] @ K == x @ K' with K'[order[j]] = K[j]: K' = K[inverse(order)].
+                kernel = tf.gather(kernel, np.argsort(order), axis=0)
             y = tf.matmul(x2, tf.cast(kernel, x.dtype))
         if self.use_bias:
             y = tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
@@ -133,6 +146,10 @@ class ChannelShuffle(keras.layers.Layer):
         if input_shape[-1] % self.groups:
             raise ValueError(f"{self.name}: channels ({input_shape[-1]}) must be divisible by "
                              f"groups={self.groups}; input shape {tuple(input_shape)}")
+
+    def permutation(self, channels):
+        """The channel order of the output: shuffle(x) == x[..., permutation(C)]."""
+        return np.arange(channels).reshape(self.groups, channels // self.groups).T.reshape(-1)
 
     def call(self, x):
         c = x.shape[-1]

@@ -9,6 +9,7 @@ the same weights and arithmetic, and a plain matmul on CPU. Their sigmoids go th
 import keras
 import tensorflow as tf
 
+from mail_tf.layers.batch_norm import BatchNormalization
 from mail_tf.layers.gates import sigmoid_gate
 from mail_tf.layers.serialization import register
 
@@ -143,9 +144,9 @@ class RRA(keras.layers.Layer):
             raise ValueError(f"{self.name}: the identity shortcut needs {f} input channels, got {c_in}; "
                              f"set projection=True")
         self.conv1 = keras.layers.Conv2D(f, 3, strides=s, padding="same", name="conv1")
-        self.mfa1, self.bn1 = MFA(name="mfa1"), keras.layers.BatchNormalization(name="bn1")
+        self.mfa1, self.bn1 = MFA(name="mfa1"), BatchNormalization(name="bn1")
         self.conv2 = keras.layers.Conv2D(f, 3, padding="same", name="conv2")
-        self.mfa2, self.bn2 = MFA(name="mfa2"), keras.layers.BatchNormalization(name="bn2")
+        self.mfa2, self.bn2 = MFA(name="mfa2"), BatchNormalization(name="bn2")
         shape = tuple(input_shape)
         self.conv1.build(shape)
         out = self.conv1.compute_output_shape(shape)
@@ -154,7 +155,7 @@ class RRA(keras.layers.Layer):
         self.shortcut = None
         if self.projection or s != 1:
             self.shortcut = keras.layers.Conv2D(f, 1, strides=s, padding="same", name="shortcut")
-            self.shortcut_bn = keras.layers.BatchNormalization(name="shortcut_bn")
+            self.shortcut_bn = BatchNormalization(name="shortcut_bn")
             self.shortcut.build(shape)
             self.shortcut_bn.build(out)
 

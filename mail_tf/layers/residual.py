@@ -4,6 +4,7 @@ and the plain ResNet basic block used for the ablation and the reference network
 import keras
 import tensorflow as tf
 
+from mail_tf.layers.batch_norm import BatchNormalization
 from mail_tf.layers.conv import ChannelShuffle, GroupedPointwiseConv2D, depthwise_initializer
 from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initializer, sigmoid_gate
 from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
@@ -163,10 +164,10 @@ class EMILA(keras.layers.Layer):
                            **_rpf_config(self))
         self.shuffle = ChannelShuffle(SHUFFLE_GROUPS, name="shuffle")
         self.fuse = GroupedPointwiseConv2D(filters, groups=FUSE_GROUPS, name="fuse")
-        self.fuse_bn = keras.layers.BatchNormalization(name="fuse_bn")
+        self.fuse_bn = BatchNormalization(name="fuse_bn")
         self.ca = ChannelAttention(pools=ca_pools, attention_init=attention_init, name="ca", **_man_config(self))
         self.residual = keras.layers.Conv2D(filters, 1, strides=strides, name="residual")
-        self.residual_bn = keras.layers.BatchNormalization(name="residual_bn")
+        self.residual_bn = BatchNormalization(name="residual_bn")
 
     def build(self, input_shape):
         _check_rank4(self, input_shape)
@@ -174,6 +175,8 @@ class EMILA(keras.layers.Layer):
         mixed = self.msgdc.compute_output_shape(input_shape)
         self.shuffle.build(mixed)
         self.fuse.build(mixed)
+        # The shuffle is folded into the fuse conv's kernel rows (`GroupedPointwiseConv2D`).
+        self.fuse.input_order = self.shuffle.permutation(mixed[-1])
         out = self.fuse.compute_output_shape(mixed)
         self.fuse_bn.build(out)
         self.ca.build(out)
@@ -181,7 +184,7 @@ class EMILA(keras.layers.Layer):
         self.residual_bn.build(out)
 
     def call(self, x, training=None):
-        y = self.fuse(self.shuffle(self.msgdc(x)))
+        y = self.fuse(self.msgdc(x))          # fuse(shuffle(.)): see build
         y = self.ca(self.fuse_bn(y, training=training))
         r = self.residual_bn(self.residual(x), training=training)
         return tf.nn.relu(r + y)
@@ -238,7 +241,7 @@ class _Residual(keras.layers.Layer):
         if self.use_projection:
             self.shortcut = keras.layers.Conv2D(self.filters, 1, strides=self.strides,
                                                 use_bias=self._shortcut_bias, name="shortcut")
-            self.shortcut_bn = keras.layers.BatchNormalization(name="shortcut_bn")
+            self.shortcut_bn = BatchNormalization(name="shortcut_bn")
             self.shortcut.build(input_shape)
             self.shortcut_bn.build(self.shortcut.compute_output_shape(input_shape))
 
@@ -277,10 +280,10 @@ class ERLA(_Residual):
         _set_defense(self, rpf_ratio, rpf_std_scale, rpf_standardize, defense_decay, man_sigma, man_init, man_decay)
         settings = {**_attention_config(self), **_defense_config(self)}
         self.emila1 = EMILA(filters, strides=strides, name="emila1", **settings)
-        self.bn1 = keras.layers.BatchNormalization(name="bn1")
+        self.bn1 = BatchNormalization(name="bn1")
         self.emila2 = EMILA(filters, name="emila2", **settings)
         self.pw = keras.layers.Conv2D(filters, 1, name="pw")
-        self.bn2 = keras.layers.BatchNormalization(gamma_initializer="zeros" if zero_init_residual else "ones",
+        self.bn2 = BatchNormalization(gamma_initializer="zeros" if zero_init_residual else "ones",
                                                    name="bn2")
 
     def build(self, input_shape):
@@ -308,9 +311,9 @@ class ResidualBlock(_Residual):
         super().__init__(filters, strides, projection, shortcut_bias=False, **kwargs)
         self.conv1 = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
                                          name="conv1")
-        self.bn1 = keras.layers.BatchNormalization(name="bn1")
+        self.bn1 = BatchNormalization(name="bn1")
         self.conv2 = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name="conv2")
-        self.bn2 = keras.layers.BatchNormalization(name="bn2")
+        self.bn2 = BatchNormalization(name="bn2")
 
     def build(self, input_shape):
         self._build_shortcut(input_shape)

@@ -3,7 +3,7 @@ layout of RRA blocks, MIFA across modalities after every block, one logits head 
 
 import keras
 
-from mail_tf.layers import MCDropout, SameBatch
+from mail_tf.layers import BatchNormalization, MCDropout, SameBatch
 from mail_tf.layers.drifa import MFA, MIFA, RRA
 from mail_tf.models.mail import STAGE_WIDTHS, normalise_shapes, normalise_tasks, scaled_width
 
@@ -37,7 +37,7 @@ def build_drifa_net(num_classes, input_shape=(128, 128, 3), width=1.0, dropout=0
     for (task, _), x in zip(tasks, SameBatch(name="same_batch")(inputs) if m > 1 else inputs):
         x = keras.layers.Conv2D(widths[0], 7, strides=2, padding="same", name=f"{task}_stem_conv")(x)
         x = MFA(name=f"{task}_stem_mfa")(x)
-        x = keras.layers.BatchNormalization(name=f"{task}_stem_bn")(x)
+        x = BatchNormalization(name=f"{task}_stem_bn")(x)
         x = keras.layers.ReLU(name=f"{task}_stem_relu")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"{task}_stem_pool")(x)
         xs.append(x)

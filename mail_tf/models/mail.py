@@ -3,7 +3,7 @@ one logits head per task on the concatenated branches."""
 
 import keras
 
-from mail_tf.layers import EMCAM, ERLA, FUSIONS, MCDropout, ResidualBlock, SameBatch
+from mail_tf.layers import EMCAM, ERLA, FUSIONS, BatchNormalization, MCDropout, ResidualBlock, SameBatch
 
 BACKBONES = {"resnet18": (2, 2, 2, 2), "resnet50": (3, 4, 6, 3)}
 BLOCKS = {"erla": ERLA, "plain": ResidualBlock}
@@ -103,7 +103,7 @@ def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", widt
     for (task, _), x in zip(tasks, SameBatch(name="same_batch")(inputs) if m > 1 else inputs):
         x = keras.layers.Rescaling(2.0, offset=-1.0, name=f"{task}_normalize")(x)
         x = keras.layers.Conv2D(widths[0], 7, strides=2, padding="same", name=f"{task}_stem_conv")(x)
-        x = keras.layers.BatchNormalization(name=f"{task}_stem_bn")(x)
+        x = BatchNormalization(name=f"{task}_stem_bn")(x)
         x = keras.layers.ReLU(name=f"{task}_stem_relu")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"{task}_stem_pool")(x)
         xs.append(x)
