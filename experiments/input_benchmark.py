@@ -67,6 +67,7 @@ def measure(spec, streaming):
     from mail_tf import build_model
     from mail_tf.data import load_experiment, train_dataset
     from mail_tf.training import make_train_step
+    from mail_tf.training.optimizers import Adam
 
     start = time.perf_counter()
     modalities = load_experiment(spec, FLAGS.image_size, seed=0, streaming=streaming)
@@ -86,7 +87,7 @@ def measure(spec, streaming):
     keras.utils.set_random_seed(0)
     model = build_model(FLAGS.model, {m.task: m.num_classes for m in modalities},
                         input_shape=(FLAGS.image_size, FLAGS.image_size, 3))
-    step = make_train_step(model, keras.optimizers.Adam(1e-3))
+    step = make_train_step(model, Adam(1e-3))
     for _ in range(FLAGS.warmup):
         step(*next(it))
     start = time.perf_counter()

@@ -38,6 +38,7 @@ from mail_tf.models.mail import MIN_IMAGE_SIZE
 from mail_tf.models.registry import PRESETS
 from mail_tf.training.averaging import WeightAverage
 from mail_tf.training.decay import decayed_kernels
+from mail_tf.training import optimizers
 from mail_tf.training.metrics import classification_metrics, cross_entropy
 from mail_tf.training.report import plot_history
 from mail_tf.training.run_dir import (BEST, BEST_PENDING, CHECKPOINT, MARKER, RunError, check_run_dir, commit_best,
@@ -70,11 +71,11 @@ def make_optimizer(config, model):
     if config.weight_decay:
         kwargs["weight_decay"] = config.weight_decay
     if config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(momentum=config.momentum, **kwargs)
+        optimizer = optimizers.SGD(momentum=config.momentum, **kwargs)
     elif config.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(**{"weight_decay": 0.0, **kwargs})
+        optimizer = optimizers.AdamW(**{"weight_decay": 0.0, **kwargs})
     else:
-        optimizer = keras.optimizers.Adam(**kwargs)
+        optimizer = optimizers.Adam(**kwargs)
     if config.weight_decay:
         kernels = {id(v) for v in decayed_kernels(model)}
         optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if id(v) not in kernels])
