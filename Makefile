@@ -1,6 +1,6 @@
 # mail-tf: every target creates .venv/ and installs everything on a fresh machine first.
 #   make train [DATASET=medmnist] [MODEL=mail_rn18] [EPOCHS=] [IMAGE_SIZE=] [BATCH_SIZE=] [SEED=] [OUT=runs/x] [ADV=1]
-#   make test | make benchmark
+#   make test | make benchmark [RATIOS=1] (RATIOS=1: only MAIL-RN18's speed ratios to the plain pair)
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -39,8 +39,8 @@ train: $(STAMP)
 		$(if $(ADV),--adversarial)
 
 benchmark: $(STAMP)
-	$(PY) -m experiments.benchmark --models $(MODELS) --image-size $(or $(IMAGE_SIZE),128) \
-		--batch-size $(or $(BATCH_SIZE),32) --json $(or $(OUT),runs)/benchmark.json
+	$(PY) -m experiments.benchmark --models $(if $(RATIOS),mail_rn18,$(MODELS)) --image_size $(or $(IMAGE_SIZE),128) \
+		--batch_size $(or $(BATCH_SIZE),32) $(if $(RATIOS),--ratios_only) --out $(or $(OUT),runs)/benchmark.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -5,11 +5,19 @@
   python -m experiments.benchmark --models mail,robust_mail --adv_iters 10   # + adversarial training
 
 Throughput is measured on random images after warm-up (the first calls trace and compile), with the
-same compiled train step as the training loop (TMTL loss, Adam).
+same compiled train step as the training loop (TMTL loss, Adam), `--repeats` times: the median is
+reported, every repeat is kept in the JSON. The machine is shared and noisy, so speed targets are
+ratios against `--baseline` (the plain ResNet-18 pair) measured in the same run:
+
+  python -m experiments.benchmark --models mail_rn18,resnet18_pair --image_size 64 --ratios_only
+
+Cost is reported in three conventions, so any paper's figure can be matched: FLOPs (2 x MACs plus
+bias adds), MACs, and FLOPs counting every grouped convolution as a dense one.
 """
 
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -32,20 +40,31 @@ flags.DEFINE_integer("attack_pairs", 0, "Also time PGD-10 (eps 4/255, paper prot
                      "0: off.")
 flags.DEFINE_integer("adv_iters", 0, "Also time the adversarial train step (Algorithm 2) with PGD-k, k = this; "
                      "0: off.")
-flags.DEFINE_string("json", None, "Write the results as JSON to this path.")
+flags.DEFINE_integer("repeats", 3, "Timed measurements per model and step; the median is reported.")
+flags.DEFINE_string("baseline", "resnet18_pair", "Speed ratios are against this preset (benchmarked too, if not "
+                    "in --models); empty: no ratios.")
+flags.DEFINE_boolean("jit_compile", False, "Compile the steps with XLA. On this 2-core CPU it made MAIL-RN18 and "
+                     "the plain pair 4-8x slower (docs/PERFORMANCE.md), so it is off by default.")
+flags.DEFINE_boolean("ratios_only", False, "Print only the speed ratios against --baseline.")
+flags.DEFINE_string("out", None, "Write the results as JSON to this path.")
+flags.DEFINE_alias("json", "out")
 flags.DEFINE_alias("image-size", "image_size")
 flags.DEFINE_alias("batch-size", "batch_size")
 
 
-def _time_per_call(fn, args, warmup, steps):
+def _time_per_call(fn, args, warmup, steps, repeats=1):
+    """Seconds per call: one list entry per repeat of `steps` calls (after `warmup` untimed ones)."""
     for _ in range(warmup):
         fn(*args)
-    start = time.perf_counter()
-    for _ in range(steps):
-        out = fn(*args)
-    # Make sure the last step has finished before the clock stops.
-    _ = [o.numpy() for o in (out.values() if isinstance(out, dict) else [out])]
-    return (time.perf_counter() - start) / steps
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = fn(*args)
+        # Make sure the last step has finished before the clock stops.
+        _ = [o.numpy() for o in (out.values() if isinstance(out, dict) else [out])]
+        times.append((time.perf_counter() - start) / steps)
+    return times
 
 
 def time_pgd(model, tasks, image_size, batch_size, pairs, seed=0):
@@ -68,57 +87,118 @@ def time_pgd(model, tasks, image_size, batch_size, pairs, seed=0):
     return time.perf_counter() - start
 
 
-def benchmark_model(name, num_classes, image_size, batch_size, width=1.0, warmup=2, steps=5, seed=0, adv_iters=0,
-                    attack_pairs=0):
-    """Measure one preset; returns the result dict (keys as in the JSON report)."""
-    import keras
-    import tensorflow as tf
+class _Bench:
+    """One preset built, with its compiled steps traced and warmed up."""
 
-    from mail_tf import build_model
-    from mail_tf.attacks import SignAttack
-    from mail_tf.flops import count_flops
-    from mail_tf.training import make_predict_fn, make_train_step
+    def __init__(self, name, num_classes, image_size, batch_size, width, warmup, steps, seed, adv_iters, jit_compile):
+        import keras
+        import tensorflow as tf
 
-    keras.utils.set_random_seed(seed)
-    tasks = {f"task{i + 1}": n for i, n in enumerate(num_classes)}
-    model = build_model(name, tasks, input_shape=(image_size, image_size, 3), width=width)
-    gen = tf.random.Generator.from_seed(seed)
-    images = [gen.uniform((batch_size, image_size, image_size, 3)) for _ in tasks]
-    labels = {t: gen.uniform((batch_size,), 0, n, dtype=tf.int32) for t, n in tasks.items()}
-    train_step = make_train_step(model, keras.optimizers.Adam(1e-4))
-    predict = make_predict_fn(model)
-    train_s = _time_per_call(train_step, (images, labels), warmup, steps)
-    predict_s = _time_per_call(predict, (images,), warmup, steps)
-    extra = {}
-    if adv_iters:
-        adv_step = make_train_step(model, keras.optimizers.Adam(1e-4), adversarial=SignAttack("pgd", iters=adv_iters))
-        extra = {"adv_iters": adv_iters,
-                 "adv_train_pairs_per_s": batch_size / _time_per_call(adv_step, (images, labels), warmup, steps)}
-    if attack_pairs:
-        extra.update(attack_pairs=attack_pairs,
-                     pgd10_seconds=time_pgd(model, tasks, image_size, batch_size, attack_pairs, seed))
-    return {
-        "model": name,
-        "params": int(model.count_params()),
-        "gflops": count_flops(model) / 1e9,
-        "train_pairs_per_s": batch_size / train_s,
-        "predict_pairs_per_s": batch_size / predict_s,
-        "image_size": image_size,
-        "batch_size": batch_size,
-        "width": width,
-        **extra,
-    }
+        from mail_tf import build_model
+        from mail_tf.attacks import SignAttack
+        from mail_tf.training import make_predict_fn, make_train_step
+        from mail_tf.training.optimizers import Adam
+
+        keras.utils.set_random_seed(seed)
+        self.name, self.steps, self.batch_size = name, steps, batch_size
+        self.tasks = {f"task{i + 1}": n for i, n in enumerate(num_classes)}
+        self.model = build_model(name, self.tasks, input_shape=(image_size, image_size, 3), width=width)
+        gen = tf.random.Generator.from_seed(seed)
+        images = [gen.uniform((batch_size, image_size, image_size, 3)) for _ in self.tasks]
+        labels = {t: gen.uniform((batch_size,), 0, n, dtype=tf.int32) for t, n in self.tasks.items()}
+        self.calls = {"train": (make_train_step(self.model, Adam(1e-4), jit_compile=jit_compile), (images, labels)),
+                      "predict": (make_predict_fn(self.model, jit_compile=jit_compile), (images,))}
+        if adv_iters:
+            adv = make_train_step(self.model, Adam(1e-4), adversarial=SignAttack("pgd", iters=adv_iters),
+                                  jit_compile=jit_compile)
+            self.calls["adv_train"] = (adv, (images, labels))
+        for fn, args in self.calls.values():
+            _time_per_call(fn, args, warmup, 1)
+        self.seconds = {kind: [] for kind in self.calls}
+
+    def measure(self):
+        """One timed repeat of every step kind."""
+        for kind, (fn, args) in self.calls.items():
+            self.seconds[kind] += _time_per_call(fn, args, 0, self.steps)
+
+    def pairs_per_s(self, kind):
+        return self.batch_size / statistics.median(self.seconds[kind])
+
+
+def benchmark_models(names, num_classes, image_size, batch_size, width=1.0, warmup=2, steps=5, seed=0, adv_iters=0,
+                     attack_pairs=0, repeats=1, jit_compile=False, progress=None):
+    """Measure the presets `names`; one result dict each (keys as in the JSON report).
+
+    Repeats are interleaved (model A, model B, A, B, ...), so a change of the machine's speed during
+    the run shifts every model alike and the ratios stay fair; the median repeat is reported.
+    """
+    from mail_tf.flops import count_costs
+
+    benches = []
+    for i, name in enumerate(names, start=1):
+        if progress:
+            progress(f"[{i}/{len(names)}] {name}: building, tracing, warming up ...")
+        benches.append(_Bench(name, num_classes, image_size, batch_size, width, warmup, steps, seed, adv_iters,
+                              jit_compile))
+    for r in range(repeats):
+        if progress:
+            progress(f"timing, repeat {r + 1}/{repeats} ...")
+        for bench in benches:
+            bench.measure()
+    results = []
+    for bench in benches:
+        extra = {}
+        if adv_iters:
+            extra = {"adv_iters": adv_iters, "adv_train_pairs_per_s": bench.pairs_per_s("adv_train")}
+        if attack_pairs:
+            extra.update(attack_pairs=attack_pairs, pgd10_seconds=time_pgd(bench.model, bench.tasks, image_size,
+                                                                           batch_size, attack_pairs, seed))
+        costs = count_costs(bench.model)
+        results.append({
+            "model": bench.name,
+            "params": int(bench.model.count_params()),
+            "gflops": costs["flops"] / 1e9,
+            "gmacs": costs["macs"] / 1e9,
+            "gflops_grouped_as_dense": costs["flops_grouped_as_dense"] / 1e9,
+            "train_pairs_per_s": bench.pairs_per_s("train"),
+            "predict_pairs_per_s": bench.pairs_per_s("predict"),
+            "train_pairs_per_s_repeats": [batch_size / t for t in bench.seconds["train"]],
+            "predict_pairs_per_s_repeats": [batch_size / t for t in bench.seconds["predict"]],
+            "image_size": image_size,
+            "batch_size": batch_size,
+            "width": width,
+            "repeats": repeats,
+            "jit_compile": jit_compile,
+            **extra,
+        })
+    return results
+
+
+def add_ratios(results, baseline):
+    """Each result's train/predict throughput as a ratio of `baseline`'s, from the same run."""
+    base = next(r for r in results if r["model"] == baseline)
+    for r in results:
+        r["baseline"] = baseline
+        r["train_ratio"] = r["train_pairs_per_s"] / base["train_pairs_per_s"]
+        r["predict_ratio"] = r["predict_pairs_per_s"] / base["predict_pairs_per_s"]
+
+
+def format_ratios(results):
+    return "\n".join(f"{r['model']:<16} train {r['train_ratio']:.2f}x  predict {r['predict_ratio']:.2f}x  "
+                     f"{r['baseline']} ({r['image_size']} px, batch {r['batch_size']})" for r in results)
 
 
 def format_table(results):
     adv = any("adv_train_pairs_per_s" in r for r in results)
-    head = f"{'model':<16}{'params':>14}{'GFLOPs/pair':>13}{'train pairs/s':>15}{'predict pairs/s':>17}"
+    head = (f"{'model':<16}{'params':>14}{'GFLOPs/pair':>13}{'GMACs':>8}{'dense-grouped':>15}"
+            f"{'train pairs/s':>15}{'predict pairs/s':>17}")
     if adv:
         head += f"{'PGD-' + str(results[0]['adv_iters']) + ' AT pairs/s':>20}"
     pgd = any("pgd10_seconds" in r for r in results)
     if pgd:
         head += f"{'PGD-10 s / ' + str(results[0]['attack_pairs']) + ' pairs':>22}"
-    rows = [f"{r['model']:<16}{r['params']:>14,}{r['gflops']:>13.3f}{r['train_pairs_per_s']:>15.1f}"
+    rows = [f"{r['model']:<16}{r['params']:>14,}{r['gflops']:>13.3f}{r['gmacs']:>8.3f}{r['gflops_grouped_as_dense']:>15.3f}"
+            f"{r['train_pairs_per_s']:>15.1f}"
             f"{r['predict_pairs_per_s']:>17.1f}" + (f"{r['adv_train_pairs_per_s']:>20.2f}" if adv else "")
             + (f"{r['pgd10_seconds']:>22.1f}" if pgd else "") for r in results]
     return "\n".join([head] + rows)
@@ -128,30 +208,36 @@ def main(argv):
     del argv
     try:
         check_ranges(FLAGS, {"image_size": (32, None), "batch_size": (1, None), "width": (0.01, None), "warmup": (0, None),
-                             "steps": (1, None), "seed": (0, None), "attack_pairs": (0, None), "adv_iters": (0, None)})
+                             "steps": (1, None), "seed": (0, None), "attack_pairs": (0, None), "adv_iters": (0, None),
+                             "repeats": (1, None)})
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     from mail_tf.models import PRESETS
 
-    unknown = [m for m in FLAGS.models if m not in PRESETS]
+    models = list(FLAGS.models) + ([FLAGS.baseline] if FLAGS.baseline and FLAGS.baseline not in FLAGS.models else [])
+    unknown = [m for m in models if m not in PRESETS]
     if unknown:
-        raise app.UsageError(f"--models: unknown {unknown}; choose from {', '.join(sorted(PRESETS))}")
+        raise app.UsageError(f"--models/--baseline: unknown {unknown}; choose from {', '.join(sorted(PRESETS))}")
     try:
         num_classes = number_list("--num_classes", FLAGS.num_classes, int, lambda n: n >= 2, "integers >= 2")
     except ValueError as e:
         raise app.UsageError(str(e)) from None
-    results = []
-    for i, name in enumerate(FLAGS.models, start=1):
-        print(f"[{i}/{len(FLAGS.models)}] {name}: building and timing ...", file=sys.stderr, flush=True)
-        results.append(benchmark_model(name, num_classes, FLAGS.image_size, FLAGS.batch_size, FLAGS.width,
-                                       FLAGS.warmup, FLAGS.steps, FLAGS.seed, FLAGS.adv_iters, FLAGS.attack_pairs))
-    print(f"image size {FLAGS.image_size}, batch {FLAGS.batch_size}, heads {num_classes}")
-    print(format_table(results))
-    if FLAGS.json:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
-        with open(FLAGS.json, "w") as f:
+    results = benchmark_models(models, num_classes, FLAGS.image_size, FLAGS.batch_size, FLAGS.width, FLAGS.warmup,
+                               FLAGS.steps, FLAGS.seed, FLAGS.adv_iters, FLAGS.attack_pairs, FLAGS.repeats,
+                               FLAGS.jit_compile, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    if FLAGS.baseline:
+        add_ratios(results, FLAGS.baseline)
+    if not FLAGS.ratios_only:
+        print(f"image size {FLAGS.image_size}, batch {FLAGS.batch_size}, heads {num_classes}, "
+              f"median of {FLAGS.repeats}, XLA {'on' if FLAGS.jit_compile else 'off'}")
+        print(format_table(results))
+    if FLAGS.baseline:
+        print(format_ratios(results))
+    if FLAGS.out:
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+        with open(FLAGS.out, "w") as f:
             json.dump(results, f, indent=2)
-        print(f"wrote {FLAGS.json}")
+        print(f"wrote {FLAGS.out}")
 
 
 if __name__ == "__main__":

@@ -26,31 +26,32 @@ def _shape(t):
     return tuple(int(d) for d in t.shape)
 
 
-def _conv_flops(layer, x_shape, y_shape):
-    kernel = math.prod(layer.kernel_size)
-    groups = getattr(layer, "groups", 1)
-    macs = math.prod(y_shape) * kernel * (x_shape[-1] // groups)
-    return 2 * macs + (math.prod(y_shape) if layer.use_bias else 0)
+# Each rule: (multiply-accumulates, bias adds) of one call; dense=True counts a grouped convolution
+# (groups > 1) as the dense one of the same shapes (depth-wise convolutions stay depth-wise).
+def _bias(layer, y_shape):
+    return math.prod(y_shape) if layer.use_bias else 0
 
 
-def _depthwise_flops(layer, x_shape, y_shape):
-    macs = math.prod(y_shape) * math.prod(layer.kernel_size)
-    return 2 * macs + (math.prod(y_shape) if layer.use_bias else 0)
+def _conv_flops(layer, x_shape, y_shape, dense=False):
+    groups = 1 if dense else getattr(layer, "groups", 1)
+    return math.prod(y_shape) * math.prod(layer.kernel_size) * (x_shape[-1] // groups), _bias(layer, y_shape)
 
 
-def _separable_flops(layer, x_shape, y_shape):
+def _depthwise_flops(layer, x_shape, y_shape, dense=False):
+    return math.prod(y_shape) * math.prod(layer.kernel_size), _bias(layer, y_shape)
+
+
+def _separable_flops(layer, x_shape, y_shape, dense=False):
     depth = math.prod(y_shape[:-1]) * x_shape[-1] * layer.depth_multiplier
-    macs = depth * math.prod(layer.kernel_size) + depth * y_shape[-1]
-    return 2 * macs + (math.prod(y_shape) if layer.use_bias else 0)
+    return depth * math.prod(layer.kernel_size) + depth * y_shape[-1], _bias(layer, y_shape)
 
 
-def _dense_flops(layer, x_shape, y_shape):
-    return 2 * math.prod(y_shape) * x_shape[-1] + (math.prod(y_shape) if layer.use_bias else 0)
+def _dense_flops(layer, x_shape, y_shape, dense=False):
+    return math.prod(y_shape) * x_shape[-1], _bias(layer, y_shape)
 
 
-def _grouped_pointwise_flops(layer, x_shape, y_shape):
-    macs = math.prod(y_shape) * (x_shape[-1] // layer.groups)
-    return 2 * macs + (math.prod(y_shape) if layer.use_bias else 0)
+def _grouped_pointwise_flops(layer, x_shape, y_shape, dense=False):
+    return math.prod(y_shape) * (x_shape[-1] // (1 if dense else layer.groups)), _bias(layer, y_shape)
 
 
 # Most specific first: SeparableConv and DepthwiseConv are not Conv subclasses in Keras 3, but order
@@ -96,11 +97,8 @@ def _record_calls(model, inputs):
     return calls
 
 
-def count_flops(model, per_layer=False):
-    """FLOPs of one forward pass of `model` for one sample per input (one image pair for MAIL).
-
-    Returns the total, or with `per_layer=True` a dict {layer path: FLOPs} summed over calls.
-    """
+def _layer_costs(model):
+    """{layer path: [MACs, bias adds, MACs with grouped convs as dense]} of one forward pass."""
     inputs = [np.zeros((1,) + tuple(i.shape[1:]), dtype=i.dtype) for i in model.inputs]
     if len(inputs) == 1:
         inputs = inputs[0]
@@ -108,9 +106,29 @@ def count_flops(model, per_layer=False):
     for layer, x, y in _record_calls(model, inputs):
         rule = _rule(layer)
         if rule is not None:
-            flops = rule(layer, _shape(x), _shape(y))
-        else:
-            flops = layer.flops([_shape(t) for t in x] if isinstance(x, (list, tuple)) else _shape(x))
+            (macs, bias), (dense, _) = rule(layer, _shape(x), _shape(y)), rule(layer, _shape(x), _shape(y), True)
+        else:        # a layer's own linear work, declared in FLOPs = 2 x MACs
+            macs = dense = layer.flops([_shape(t) for t in x] if isinstance(x, (list, tuple)) else _shape(x)) // 2
+            bias = 0
         key = layer.path if hasattr(layer, "path") else layer.name
-        table[key] = table.get(key, 0) + int(flops)
+        row = table.setdefault(key, [0, 0, 0])
+        for i, v in enumerate((macs, bias, dense)):
+            row[i] += int(v)
+    return table
+
+
+def count_flops(model, per_layer=False):
+    """FLOPs of one forward pass of `model` for one sample per input (one image pair for MAIL).
+
+    Returns the total, or with `per_layer=True` a dict {layer path: FLOPs} summed over calls.
+    """
+    table = {k: 2 * macs + bias for k, (macs, bias, _) in _layer_costs(model).items()}
     return table if per_layer else sum(table.values())
+
+
+def count_costs(model):
+    """One forward pass in the conventions papers use: {"flops": 2 x MACs + bias adds, "macs",
+    "flops_grouped_as_dense": FLOPs with every grouped conv counted as the dense one}."""
+    rows = _layer_costs(model).values()
+    return {"flops": sum(2 * m + b for m, b, _ in rows), "macs": sum(m for m, _, _ in rows),
+            "flops_grouped_as_dense": sum(2 * d + b for _, b, d in rows)}

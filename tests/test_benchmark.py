@@ -10,7 +10,7 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.benchmark", "--models", "mail_rn18",
          "--image-size", "32", "--batch-size", "2", "--width", "0.25", "--warmup", "1", "--steps", "1",
-         "--json", str(out)], capture_output=True, text=True, check=True)
+         "--repeats", "2", "--baseline", "mail_rn18", "--json", str(out)], capture_output=True, text=True, check=True)
     results = json.loads(out.read_text())
     assert [r["model"] for r in results] == ["mail_rn18"]
     r = results[0]
@@ -18,6 +18,11 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     assert r["params"] > 0 and r["gflops"] > 0 and r["train_pairs_per_s"] > 0 and r["predict_pairs_per_s"] > 0
     assert (r["image_size"], r["batch_size"]) == (32, 2)
     assert "train pairs/s" in proc.stdout and "mail_rn18" in proc.stdout
+    assert len(r["train_pairs_per_s_repeats"]) == 2 and r["jit_compile"] is False
+    assert sorted(r["train_pairs_per_s_repeats"])[0] <= r["train_pairs_per_s"] <= sorted(r["train_pairs_per_s_repeats"])[1]
+    assert r["train_ratio"] == 1.0 and r["baseline"] == "mail_rn18"         # the baseline against itself
+    assert r["gmacs"] * 2 < r["gflops"] < r["gflops_grouped_as_dense"]     # bias adds; MAIL's grouped convs
+    assert "train 1.00x" in proc.stdout
 
 
 def test_benchmark_cli_rejects_unknown_model():

@@ -4,7 +4,7 @@ import keras
 import pytest
 
 import mail_tf
-from mail_tf.flops import count_flops
+from mail_tf.flops import count_costs, count_flops
 from mail_tf.layers import GroupedPointwiseConv2D
 
 
@@ -51,3 +51,15 @@ def test_nested_layers_and_repeated_calls_are_all_counted():
 def test_gflops_at_paper_setting(name, low, high):
     model = mail_tf.build_model(name, {"a": 5, "b": 7}, input_shape=(128, 128, 3))
     assert low < count_flops(model) / 1e9 < high
+
+
+def test_costs_in_the_three_conventions_by_hand():
+    # 8x8x32 input; grouped 1x1 conv to 64 channels in 4 groups (bias), then a dense 1x1 conv (no bias).
+    x = keras.Input((8, 8, 32))
+    y = GroupedPointwiseConv2D(64, groups=4)(x)
+    y = keras.layers.Conv2D(16, 1, use_bias=False)(y)
+    costs = count_costs(keras.Model(x, y))
+    grouped_macs, dense_macs, bias = 64 * 64 * (32 // 4), 64 * 16 * 64, 64 * 64
+    assert costs["macs"] == grouped_macs + dense_macs
+    assert costs["flops"] == 2 * (grouped_macs + dense_macs) + bias
+    assert costs["flops_grouped_as_dense"] == 2 * (4 * grouped_macs + dense_macs) + bias
