@@ -15,7 +15,6 @@ Cost is reported in three conventions, so any paper's figure can be matched: FLO
 bias adds), MACs, and FLOPs counting every grouped convolution as a dense one.
 """
 
-import json
 import os
 import statistics
 import sys
@@ -25,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_ranges, number_list  # noqa: E402
+from experiments.cli import check_presets, check_ranges, number_list, write_json  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["mail_rn18", "mail_rn50", "resnet18_pair"], "Model presets to benchmark.")
@@ -212,13 +211,9 @@ def main(argv):
                              "repeats": (1, None)})
     except ValueError as e:
         raise app.UsageError(str(e)) from None
-    from mail_tf.models import PRESETS
-
     models = list(FLAGS.models) + ([FLAGS.baseline] if FLAGS.baseline and FLAGS.baseline not in FLAGS.models else [])
-    unknown = [m for m in models if m not in PRESETS]
-    if unknown:
-        raise app.UsageError(f"--models/--baseline: unknown {unknown}; choose from {', '.join(sorted(PRESETS))}")
     try:
+        check_presets("--models/--baseline", models)
         num_classes = number_list("--num_classes", FLAGS.num_classes, int, lambda n: n >= 2, "integers >= 2")
     except ValueError as e:
         raise app.UsageError(str(e)) from None
@@ -234,10 +229,7 @@ def main(argv):
     if FLAGS.baseline:
         print(format_ratios(results))
     if FLAGS.out:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-        with open(FLAGS.out, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"wrote {FLAGS.out}")
+        write_json(FLAGS.out, results)
 
 
 if __name__ == "__main__":

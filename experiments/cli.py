@@ -24,3 +24,23 @@ def check_ranges(flag_values, bounds):
             expected = (f"in [{low}, {high}]" if low is not None and high is not None
                         else f">= {low}" if low is not None else f"<= {high}")
             raise ValueError(f"--{name}={value}: expected {expected}")
+
+
+def check_presets(flag, names):
+    """Every name a model preset, or a ValueError naming the flag and the presets there are."""
+    from mail_tf.models import PRESETS
+
+    unknown = [m for m in names if m not in PRESETS]
+    if unknown:
+        raise ValueError(f"{flag}: unknown {unknown}; choose from {', '.join(sorted(PRESETS))}")
+
+
+def write_json(path, obj):
+    """Write `obj` as indented JSON to `path` (its folder created) and say so."""
+    import json
+    import os
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+    print(f"wrote {path}")

@@ -9,7 +9,6 @@ kernel milliseconds and kernel count per step (`mail_tf.profiling`), the top row
 Run it alone: other processes on the CPU inflate the kernel times.
 """
 
-import json
 import os
 import sys
 
@@ -17,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_ranges  # noqa: E402
+from experiments.cli import check_presets, check_ranges, write_json  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["mail_rn18", "resnet18_pair"], "Model presets to profile.")
@@ -69,23 +68,16 @@ def main(argv):
     try:
         check_ranges(FLAGS, {"image_size": (32, None), "batch_size": (1, None), "steps": (1, None),
                              "top": (1, None), "seed": (0, None)})
+        check_presets("--models", FLAGS.models)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
-    from mail_tf.models import PRESETS
-
-    unknown = [m for m in FLAGS.models if m not in PRESETS]
-    if unknown:
-        raise app.UsageError(f"--models: unknown {unknown}; choose from {', '.join(sorted(PRESETS))}")
     results = []
     for i, name in enumerate(FLAGS.models, start=1):
         print(f"[{i}/{len(FLAGS.models)}] {name}: tracing and profiling ...", file=sys.stderr, flush=True)
         results.append(profile_model(name, FLAGS.image_size, FLAGS.batch_size, FLAGS.steps, FLAGS.seed))
         print(format_report(results[-1], FLAGS.top), flush=True)
     if FLAGS.out:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-        with open(FLAGS.out, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"wrote {FLAGS.out}")
+        write_json(FLAGS.out, results)
 
 
 if __name__ == "__main__":

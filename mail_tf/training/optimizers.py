@@ -23,8 +23,8 @@ def _dense_float32(gradient, variable):
     return not isinstance(gradient, tf.IndexedSlices) and variable.dtype == "float32"
 
 
-class _StepPowers:
-    """beta_1^t and beta_2^t of the step being applied, computed once per `apply` call."""
+class _FusedAdamStep:
+    """Adam's update as one `ResourceApplyAdam` per variable; beta_1^t and beta_2^t once per `apply`."""
 
     def apply(self, grads, trainable_variables=None):
         self._powers = None
@@ -53,12 +53,12 @@ class _StepPowers:
 
 
 @keras.saving.register_keras_serializable(package="mail_tf")
-class Adam(_StepPowers, keras.optimizers.Adam):
+class Adam(_FusedAdamStep, keras.optimizers.Adam):
     """`keras.optimizers.Adam`, one fused kernel per variable."""
 
 
 @keras.saving.register_keras_serializable(package="mail_tf")
-class AdamW(_StepPowers, keras.optimizers.AdamW):
+class AdamW(_FusedAdamStep, keras.optimizers.AdamW):
     """`keras.optimizers.AdamW` (its decoupled weight decay is Keras's), one fused kernel per variable."""
 
 
