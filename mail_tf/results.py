@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-# Config fields that do not make two runs different experiments.
-NOT_SETTINGS = ("seed", "data_dir", "manifest", "skip_bad_images")
+# Config fields that do not make two runs different experiments: the seed, where the data was
+# read from, and how (streaming gives the same pixels as in-memory decoding: TrainConfig.differences
+# ignores it too).
+NOT_SETTINGS = ("seed", "data_dir", "manifest", "skip_bad_images", "streaming")
 METRICS = (("accuracy", "ACC"), ("macro_f1", "macro-F1"), ("auc", "AUC"))
 
 
@@ -76,8 +78,13 @@ def find_runs(patterns):
 
 
 def settings(run):
-    """The run's settings, seed excluded: what makes two runs the same experiment."""
-    return {k: v for k, v in run.config.items() if k not in NOT_SETTINGS}
+    """The run's settings, seed excluded: what makes two runs the same experiment. A setting added
+    after a run was made takes its default, the value the run had in effect."""
+    from mail_tf.training.config import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    return {k: v for k, v in {**defaults, **run.config}.items() if k not in NOT_SETTINGS}
 
 
 def group_runs(runs):

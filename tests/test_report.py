@@ -51,6 +51,21 @@ def test_runs_differing_only_in_seed_are_averaged_and_nothing_else(tmp_path):
     assert "| mail_rn18 | 1 | 2 | 32 | 0.400 | 0.300 | — |" in text
 
 
+def test_a_setting_added_later_takes_its_default_in_older_runs(tmp_path):
+    _run(tmp_path, "new", 0, 0.8, streaming="auto")
+    _run(tmp_path, "streamed", 1, 0.7, streaming="on")      # the same pixels: not another experiment
+    old = _run(tmp_path, "old", 2, 0.9)
+    config = json.loads((old / "config.json").read_text())
+    del config["streaming"], config["lr_schedule"]             # written before these settings existed
+    (old / "config.json").write_text(json.dumps(config))
+    rows = results.report(results.find_runs([tmp_path]), parameters=False)["medmnist"]["t1"]
+    assert [(r["group"], r["runs"]) for r in rows] == [("mail_rn18", 3)]
+    _run(tmp_path, "cosine", 3, 0.5, lr_schedule="cosine")    # a real difference still splits
+    rows = results.report(results.find_runs([tmp_path]), parameters=False)["medmnist"]["t1"]
+    assert sorted((r["group"], r["runs"]) for r in rows) == [("mail_rn18 lr_schedule=cosine", 1),
+                                                              ("mail_rn18 lr_schedule=plateau", 3)]
+
+
 def test_parameters_are_those_of_the_model_the_config_builds(tmp_path):
     import mail_tf
 
