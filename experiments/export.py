@@ -27,7 +27,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("run", None, "Run directory of experiments.train.")
 flags.DEFINE_enum("format", "tflite", ["tflite"], "Export format (LiteRT).")
 flags.DEFINE_list("quantize", ["none"], "Comma-separated, of none (float32), float16, dynamic (int8 weights), "
-                  "int8 (full-integer, calibrated on training pairs).")
+                  "int8 (full-integer, calibrated on training pairs), int8_per_tensor (int8 with one scale per "
+                  "weight tensor: smaller, less exact).")
 flags.DEFINE_string("out", None, "Output .tflite file (one quantisation) or folder (several).")
 flags.DEFINE_integer("num_calibration", 256, "int8: training pairs for calibration.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration pairs.")
@@ -144,7 +145,7 @@ def main(argv):
             raise ValueError("--run is required (a run directory of experiments.train)")
         if not FLAGS.out:
             raise ValueError("--out is required (a .tflite file, or a folder for several quantisations)")
-        from mail_tf.lite import QUANTIZATIONS
+        from mail_tf.lite import FULL_INTEGER, QUANTIZATIONS
 
         kinds = list(dict.fromkeys(FLAGS.quantize))
         bad = [k for k in kinds if k not in QUANTIZATIONS]
@@ -166,7 +167,7 @@ def main(argv):
     try:
         model, config, manifest = load_run(FLAGS.run, "--run")
         modalities = None
-        if "int8" in kinds or FLAGS.report or not serving.exists():
+        if set(kinds) & set(FULL_INTEGER) or FLAGS.report or not serving.exists():
             modalities = mdata.load_experiment(config.dataset, config.image_size, config.seed, config.data_dir,
                                                manifest=manifest, split_protocol=config.split_protocol)
     except (FileNotFoundError, ValueError, mdata.DataError) as e:
@@ -176,7 +177,7 @@ def main(argv):
     for kind, path in files.items():
         start = time.time()
         print(f"converting ({kind}) ...", flush=True)
-        representative = calibration_pairs(modalities, FLAGS.num_calibration, FLAGS.seed) if kind == "int8" else None
+        representative = calibration_pairs(modalities, FLAGS.num_calibration, FLAGS.seed) if kind in FULL_INTEGER else None
         meta = export_tflite(model, path, class_names, config.image_size, kind, representative)
         fixed = f"; {', '.join(meta['fixed'])} (a fixed member of the randomised model)" if meta["fixed"] else ""
         print(f"  {path}: {meta['bytes'] / 1e6:.2f} MB in {time.time() - start:.0f} s{fixed}", flush=True)

@@ -2,15 +2,16 @@
 
 A converted model takes one float32 batch per modality, named `<task>_image`, in [0, 1] at the
 model's input size (normalisation is inside, as in Keras), and returns `{task: logits}` in float32,
-whatever the quantisation: `int8` is full-integer inside, with a quantise op on each input and a
-dequantise op on each output. Converted models use builtin ops only (no Flex / SELECT_TF_OPS);
+whatever the quantisation: `int8` (and `int8_per_tensor`) is full-integer inside, with a quantise
+op on each input and a dequantise op on each output. Converted models use builtin ops only (no Flex / SELECT_TF_OPS);
 `flex_ops` lists any that slipped in.
 
 The export is of the model's *deterministic* inference: for Robust-MAIL the random projection
 filters of the current draw are frozen into the file and the attention noise is off (so it is one
 fixed member of the randomised model, not the randomised model), and Monte-Carlo dropout is off.
-Grouped 1x1 convolutions take their per-group path (`GroupedPointwiseConv2D.per_group`), so the
-file stores no zero blocks. Numerics equal the Keras model's to float round-off (tests/test_lite.py).
+Grouped 1x1 convolutions are traced as one grouped CONV_2D each (`GroupedPointwiseConv2D.as_conv`), so
+the file stores no zero blocks and one op per conv. Numerics equal the Keras model's to float round-off
+(tests/test_lite.py). Internal tensor names are stripped from the file (`strip_names`).
 """
 
 import contextlib
@@ -26,7 +27,8 @@ from mail_tf.layers.noise import AttentionNoise, noise_layers
 from mail_tf.layers.random_projection import random_projection_layers
 from mail_tf.layers.walk import layer_switches, sublayers
 
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8", "int8_per_tensor")
+FULL_INTEGER = ("int8", "int8_per_tensor")     # the kinds calibrated on a representative dataset
 
 
 def stochastic_parts(model):
@@ -47,7 +49,7 @@ def deterministic_inference(model):
     with contextlib.ExitStack() as stack:
         stack.enter_context(layer_switches(model, AttentionNoise, active=False))
         stack.enter_context(layer_switches(model, MCDropout, active=False))
-        stack.enter_context(layer_switches(model, GroupedPointwiseConv2D, per_group=True))
+        stack.enter_context(layer_switches(model, GroupedPointwiseConv2D, as_conv=True))
         yield
 
 
@@ -59,12 +61,15 @@ def convert(model, quantize="none", representative=None):
     """The .tflite bytes of `model`'s deterministic inference.
 
     quantize: "none" (float32), "float16" (float16 weights), "dynamic" (int8 weights, float
-    activations) or "int8" (full-integer; `representative` is required: a list of input batches, each
-    a list of float32 arrays in [0, 1], one per modality, drawn from training data).
+    activations), "int8" (full-integer, weights quantised per output channel; `representative` is
+    required: a list of input batches, each a list of float32 arrays in [0, 1], one per modality, drawn
+    from training data) or "int8_per_tensor" (the same with one scale per weight tensor: 1.2 MB smaller
+    for MAIL-RN18, whose 60 k channels each carry a float32 scale and an int64 zero point twice, for its
+    weights and its bias; README "Deploying on a device" measures what it costs).
     """
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
-    if quantize == "int8" and not representative:
+    if quantize in FULL_INTEGER and not representative:
         raise ValueError("int8 quantisation needs a representative dataset (a few hundred training pairs)")
     specs = [tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.float32, name=name)
              for x, name in zip(model.inputs, input_names(model))]
@@ -84,8 +89,10 @@ def convert(model, quantize="none", representative=None):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "int8":
+    elif quantize in FULL_INTEGER:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # The converter's only switch for per-tensor weights is this private attribute (no public one).
+        converter._experimental_disable_per_channel = quantize == "int8_per_tensor"
         batches = [[np.asarray(x, np.float32) for x in batch] for batch in representative]
 
         def samples():
@@ -94,7 +101,52 @@ def convert(model, quantize="none", representative=None):
                     yield [x[i:i + 1] for x in batch]
 
         converter.representative_dataset = samples
-    return converter.convert()
+    return strip_names(converter.convert())
+
+
+def strip_names(content):
+    """`.tflite` bytes without the converter's internal tensor names (debug strings: a tenth of a MAIL
+    int8 file before its grouped convs became single ops). The inputs' and outputs' names stay (a
+    LiteModel finds its inputs by name), and so do the signatures.
+
+    TensorFlow ships the .tflite schema's Python classes only in a private module: this is the one
+    place mail-tf reads it. Buffers are written 16-byte aligned, as the converter writes them."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    for graph in model.subgraphs:
+        keep = set(graph.inputs) | set(graph.outputs)
+        for i, tensor in enumerate(graph.tensors):
+            if i not in keep:
+                tensor.name = None
+    builder = flatbuffers.Builder(len(content) + 1024)
+    model.buffers = [_PackedBuffer(builder, b, schema) for b in model.buffers]
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+class _PackedBuffer:
+    """A .tflite buffer table written into `builder` at once, its data 16-byte aligned (the schema's
+    force_align, which the generated Python code does not apply); `Pack` returns it for ModelT.Pack."""
+
+    def __init__(self, builder, buffer, schema):
+        data = None
+        if buffer.data is not None and len(buffer.data):
+            payload = np.asarray(buffer.data, np.uint8).tobytes()
+            builder.StartVector(1, len(payload), 16)
+            builder.head -= len(payload)
+            builder.Bytes[builder.head:builder.head + len(payload)] = payload
+            data = builder.EndVector()
+        schema.BufferStart(builder)
+        if data is not None:
+            schema.BufferAddData(builder, data)
+        schema.BufferAddOffset(builder, buffer.offset)
+        schema.BufferAddSize(builder, buffer.size)
+        self.table = schema.BufferEnd(builder)
+
+    def Pack(self, builder):   # noqa: N802 (the generated code's spelling)
+        return self.table
 
 
 def interpreter(content, num_threads=None, delegates=True):

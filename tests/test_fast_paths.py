@@ -142,13 +142,13 @@ def test_fused_optimizers_equal_keras_optimizers(kind, kwargs):
     assert not np.allclose(got[0], np.random.default_rng(0).standard_normal((5, 3)))     # it did move
 
 
-@pytest.mark.parametrize("per_group", [False, True])
-def test_shuffle_folded_into_the_grouped_conv_equals_shuffling_the_activations(per_group):
+@pytest.mark.parametrize("as_conv", [False, True])
+def test_shuffle_folded_into_the_grouped_conv_equals_shuffling_the_activations(as_conv):
     x = tf.random.stateless_normal((2, 5, 5, 96), seed=(7, 8))
     shuffle = ChannelShuffle(16)
     conv = GroupedPointwiseConv2D(32, groups=2, bias_initializer="random_normal")
     conv.build(x.shape)
-    conv.per_group = per_group
+    conv.as_conv = as_conv
     order = shuffle.permutation(96)
     np.testing.assert_array_equal(shuffle(x).numpy(), tf.gather(x, order, axis=-1).numpy())
     y0, gx0, gk0 = _forward_and_grads(lambda t: conv(shuffle(t)), conv.kernel, x)

@@ -48,12 +48,17 @@ def test_robust_mail_exports_one_fixed_member(tmp_path):
     assert not np.allclose(model(x, training=False)["cyto"].numpy(), got["cyto"], atol=1e-4)
 
 
-def test_per_group_path_equals_the_block_diagonal_one():
-    layer = L.GroupedPointwiseConv2D(12, groups=4)
+@pytest.mark.parametrize("groups,strides,shuffled", [(4, 1, False), (4, 2, True), (1, 2, True), (1, 1, False)])
+def test_conv_path_equals_the_block_diagonal_one(groups, strides, shuffled):
+    layer = L.GroupedPointwiseConv2D(12, groups=groups, strides=strides, bias_initializer="random_normal")
     x = np.random.default_rng(0).random((2, 5, 5, 8), dtype=np.float32)
+    layer.build(x.shape)
+    if shuffled:
+        layer.input_order = L.ChannelShuffle(2).permutation(8)
     dense = layer(x).numpy()
-    layer.per_group = True
+    layer.as_conv = True
     np.testing.assert_allclose(layer(x).numpy(), dense, atol=1e-6)
+    assert dense.shape == (2, 3 if strides == 2 else 5, 3 if strides == 2 else 5, 12)
 
 
 def test_bad_input_is_named(tmp_path):
@@ -68,3 +73,55 @@ def test_bad_input_is_named(tmp_path):
         runner(images(batch=1, size=32)[:1])
     with pytest.raises(ValueError, match=r"expected \(1, 32, 32, 3\) float32 images"):
         runner(images(batch=1, size=24))
+
+
+def test_int8_kinds_are_builtin_close_to_float_and_per_tensor_is_smaller(tmp_path):
+    keras.utils.set_random_seed(5)
+    model = mail_tf.build_model("mail_rn18", TASKS, (32, 32, 3), width=0.25)
+    calibration = [images(batch=8, size=32, seed=s) for s in range(2)]
+    x = images(batch=4, size=32, seed=9)
+    want = model(x, training=False)
+    sizes = {}
+    for kind in lite.FULL_INTEGER:
+        path = tmp_path / f"{kind}.tflite"
+        lite.export_tflite(model, path, {"derm": list("abc"), "cyto": list("xy")}, 32, kind, calibration)
+        assert lite.flex_ops(path.read_bytes()) == [], kind
+        sizes[kind] = path.stat().st_size
+        got = lite.LiteModel(path)(x)
+        for task in TASKS:   # an untrained net's logits are small: int8 keeps them to a fraction
+            scale = np.abs(want[task].numpy()).max()
+            assert np.abs(got[task] - want[task].numpy()).max() < 0.5 * scale + 0.05, (kind, task)
+    assert sizes["int8_per_tensor"] < sizes["int8"]
+
+
+def test_strip_names_keeps_the_numbers_the_io_names_and_the_alignment():
+    import tensorflow as tf
+
+    w = np.random.default_rng(0).standard_normal((1, 1, 8, 16)).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4, 4, 8), tf.float32, name="scan")])
+    def f(x):
+        return {"logits": tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(x, w, 1, "VALID")), axis=(1, 2))}
+
+    content = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+    stripped = lite.strip_names(content)
+    assert len(stripped) < len(content)
+    before, after = lite.interpreter(content), lite.interpreter(stripped)
+    x = np.random.default_rng(1).random((1, 4, 4, 8), dtype=np.float32)
+    outs = []
+    for it in (before, after):
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    np.testing.assert_array_equal(outs[1], outs[0])
+    assert [d["name"] for d in after.get_input_details()] == [d["name"] for d in before.get_input_details()]
+    assert after.get_signature_list() == before.get_signature_list()
+    named = [d["name"] for d in after.get_tensor_details() if d["name"]]
+    assert len(named) == 2, named      # the input and the output only
+    from tensorflow.lite.python import schema_py_generated as schema
+    model = schema.Model.GetRootAsModel(bytearray(stripped), 0)
+    for i in range(model.BuffersLength()):
+        buffer = model.Buffers(i)
+        if buffer.DataLength():
+            assert buffer._tab.Vector(buffer._tab.Offset(4)) % 16 == 0

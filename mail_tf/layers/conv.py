@@ -5,11 +5,12 @@ slower than a dense matmul of the same size (see ANCHORS.md). A grouped 1x1 conv
 with a block-diagonal kernel, so `GroupedPointwiseConv2D` stores the compact grouped kernel (same
 layout as `Conv2D(groups=G).kernel`, so weights transfer both ways) and multiplies by its
 block-diagonal expansion. `tests/test_fast_paths.py` proves it equal to `Conv2D(groups=G)`.
-For on-device export (`mail_tf.lite`) `per_group = True` switches, when a graph is traced, to one
-matmul per group: the same numbers without storing the zero blocks (G times fewer weights in a
-converted model).
+For on-device export (`mail_tf.lite`) `as_conv = True` switches, when a graph is traced, to one
+`tf.nn.conv2d` with the compact kernel: the same numbers as one LiteRT CONV_2D op (which takes groups),
+without the zero blocks (G times fewer weights than the block-diagonal matmul) and without one op per
+group (the graph of a matmul per group made a third of MAIL's int8 file).
 A channel permutation in front of the conv (EMILA's channel shuffle) is folded into the kernel's
-rows (`input_order`, set by the owner at build like `per_group`), so the activations are never
+rows (`input_order`, set by the owner at build, read at trace like `as_conv`), so the activations are never
 transposed.
 """
 
@@ -74,7 +75,7 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.per_group = False    # read when a graph is traced: see the module docstring
+        self.as_conv = False    # read when a graph is traced: see the module docstring
         # None, or indices such that this conv applies to x[..., input_order] (a channel
         # permutation, e.g. `ChannelShuffle.permutation`), folded into the kernel's rows.
         self.input_order = None
@@ -101,20 +102,22 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
             # A 1x1 kernel with stride s reads pixel (s*i, s*j) under 'same' and 'valid' padding alike.
             x = x[:, ::self.strides, ::self.strides, :]
         kernel = self.compact_kernel()
+        if self.as_conv:
+            if order is not None and self.groups > 1:
+                # Across groups a permutation cannot go into the compact kernel: permute the input.
+                x = tf.gather(x, order, axis=-1)
+            elif order is not None:
+                kernel = tf.gather(kernel, np.argsort(order), axis=2)
+            y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), 1, "VALID")
+            return tf.nn.bias_add(y, tf.cast(self.bias, x.dtype)) if self.use_bias else y
         shape = tf.shape(x)
         # 2-D matmuls over all pixels; a 4-D matmul would batch H*B small products instead.
         x2 = tf.reshape(x, (-1, x.shape[-1]))
-        if self.groups > 1 and self.per_group:
-            if order is not None:
-                x2 = tf.gather(x2, order, axis=-1)
-            ks = tf.split(tf.cast(kernel[0, 0], x.dtype), self.groups, axis=-1)
-            y = tf.concat([tf.matmul(xg, k) for xg, k in zip(tf.split(x2, self.groups, axis=-1), ks)], axis=-1)
-        else:
-            kernel = block_diagonal(kernel, self.groups) if self.groups > 1 else tf.reshape(kernel, kernel.shape[-2:])
-            if order is not None:
-                # x[..., order] @ K == x @ K' with K'[order[j]] = K[j]: K' = K[inverse(order)].
-                kernel = tf.gather(kernel, np.argsort(order), axis=0)
-            y = tf.matmul(x2, tf.cast(kernel, x.dtype))
+        kernel = block_diagonal(kernel, self.groups) if self.groups > 1 else tf.reshape(kernel, kernel.shape[-2:])
+        if order is not None:
+            # x[..., order] @ K == x @ K' with K'[order[j]] = K[j]: K' = K[inverse(order)].
+            kernel = tf.gather(kernel, np.argsort(order), axis=0)
+        y = tf.matmul(x2, tf.cast(kernel, x.dtype))
         if self.use_bias:
             y = tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
         return tf.reshape(y, tf.concat([shape[:3], [self.filters]], 0))
