@@ -78,13 +78,15 @@ def find_runs(patterns):
 
 
 def settings(run):
-    """The run's settings, seed excluded: what makes two runs the same experiment. A setting added
-    after a run was made takes its default, the value the run had in effect."""
-    from mail_tf.training.config import TrainConfig
+    """The run's settings, seed excluded: what makes two runs the same experiment. Read through
+    TrainConfig, so a setting added after a run was made takes its default, the value in effect."""
+    from mail_tf.training import TrainConfig
 
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
-                if f.default is not dataclasses.MISSING}
-    return {k: v for k, v in {**defaults, **run.config}.items() if k not in NOT_SETTINGS}
+    try:
+        config = dataclasses.asdict(TrainConfig.from_dict(run.config))
+    except ValueError as e:
+        raise ResultsError(f"{run.path}/config.json: {e}") from None
+    return {k: v for k, v in config.items() if k not in NOT_SETTINGS}
 
 
 def group_runs(runs):
