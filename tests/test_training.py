@@ -448,6 +448,48 @@ def test_mirrored_strategy_step_equals_default_strategy():
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+REPLICA_DRAWS = r"""
+import numpy as np, tensorflow as tf, keras
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from mail_tf.layers import AttentionNoise, Dropout, MCDropout
+
+x = np.random.default_rng(0).random((6, 4, 4, 5)).astype(np.float32)
+SPLIT = (4, 2)                  # uneven, as a last partial batch is split
+
+def draws(strategy, dropout_cls=Dropout):
+    with strategy.scope():
+        layers = [dropout_cls(0.5, seed=7), MCDropout(0.5, seed=8), AttentionNoise(seed=9)]
+    @tf.function
+    def call(images):
+        return [layers[0](images, training=True), layers[1](images), layers[2](images)]
+    if strategy.num_replicas_in_sync == 1:
+        return [t.numpy() for t in call(tf.constant(x))]
+    starts = np.cumsum((0,) + SPLIT)
+    shards = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(x[starts[ctx.replica_id_in_sync_group]:starts[ctx.replica_id_in_sync_group + 1]]))
+    out = strategy.run(call, args=(shards,))
+    return [np.concatenate([t.numpy() for t in strategy.experimental_local_results(o)]) for o in out]
+
+one = draws(tf.distribute.get_strategy())
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+two = draws(mirrored)
+for a, b in zip(one, two):
+    assert np.array_equal(a, b), np.abs(a - b).max()
+assert (one[0] == 0).mean() > 0.3 and not np.array_equal(one[0][:2], one[0][4:])
+# Keras's own Dropout: each replica draws its own batch with the same seed, so the rows repeat.
+keras_two = draws(mirrored, keras.layers.Dropout)[0]
+assert np.array_equal(keras_two[:2] == 0, keras_two[4:] == 0) and not np.array_equal(keras_two, one[0])
+"""
+
+
+def test_random_layers_draw_the_same_per_example_values_on_any_number_of_replicas():
+    """Dropout, MCDropout and MAN noise under MirroredStrategy (two logical CPUs, an uneven split)
+    give every example the value one device gives it (`mail_tf.layers.replica_random`)."""
+    proc = subprocess.run([sys.executable, "-c", REPLICA_DRAWS], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_progress_in_a_log_file_is_plain_text():
     import io
 

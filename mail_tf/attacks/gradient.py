@@ -16,6 +16,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from mail_tf.layers.replica_random import global_batch_draw
+
 METHODS = ("fgsm", "bim", "pgd", "mim")
 
 
@@ -103,7 +105,8 @@ def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None, budget=None)
     traced function serves every point of a sweep.
 
     images: list of clean image batches in [0, 1] (one per modality).
-    seed: a stateless seed pair for the random start (each modality offsets it).
+    seed: a stateless seed pair for the random start (each modality offsets it). Under a strategy
+    with several replicas each replica gets its rows of the global batch's start (`replica_random`).
     perturb: indices of the modalities to attack (default all); the others stay clean.
     """
     images = [tf.convert_to_tensor(x) for x in images]
@@ -117,7 +120,8 @@ def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None, budget=None)
     def start(i, x):
         if i not in chosen or not attack.starts_randomly:
             return x
-        noise = tf.random.stateless_uniform(tf.shape(x), seed + [0, 7919 * (i + 1)], -1.0, 1.0, dtype=x.dtype)
+        noise = global_batch_draw(lambda shape: tf.random.stateless_uniform(
+            shape, seed + [0, 7919 * (i + 1)], -1.0, 1.0, dtype=x.dtype), tf.shape(x))
         return project(x + eps * noise, x, eps)
 
     x_adv = [start(i, x) for i, x in enumerate(images)]

@@ -1,12 +1,34 @@
-"""Dropout that can stay on at inference, for Monte-Carlo estimates."""
+"""Dropout whose masks are the same however the batch is split over replicas, and a Monte-Carlo
+variant that stays on at inference."""
 
 import keras
+import tensorflow as tf
 
+from mail_tf.layers.replica_random import global_batch_draw
 from mail_tf.layers.serialization import register
 
 
 @register
-class MCDropout(keras.layers.Dropout):
+class Dropout(keras.layers.Dropout):
+    """`keras.layers.Dropout` (identical on one replica) whose mask, under a strategy with several
+    replicas, is this replica's rows of the mask one device would draw for the global batch
+    (`replica_random`); Keras's own would give example i of every replica the same mask."""
+
+    def call(self, inputs, training=False):
+        ctx = tf.distribute.get_replica_context()
+        batch_shared = self.noise_shape is not None and self.noise_shape[0] is not None
+        if not (training and self.rate > 0) or ctx is None or ctx.num_replicas_in_sync == 1 or batch_shared:
+            return super().call(inputs, training=training)
+        shape = tf.shape(inputs)
+        if self.noise_shape is not None:
+            shape = tf.stack([shape[i] if d is None else d for i, d in enumerate(self.noise_shape)])
+        ones = lambda s: tf.ones(s, inputs.dtype)
+        mask = global_batch_draw(lambda s: keras.random.dropout(ones(s), self.rate, seed=self.seed_generator), shape)
+        return inputs * mask          # mask is 1 / (1 - rate) or 0: the product one device computes
+
+
+@register
+class MCDropout(Dropout):
     """Dropout active in every call.
 
     Keras 3's functional models overwrite a `training=True` passed inside the graph with the

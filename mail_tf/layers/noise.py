@@ -17,6 +17,7 @@ delta's mean and minimum per epoch.
 import keras
 import tensorflow as tf
 
+from mail_tf.layers.replica_random import global_batch_draw
 from mail_tf.layers.serialization import register
 from mail_tf.layers.walk import layer_switches, sublayers
 
@@ -64,7 +65,8 @@ class AttentionNoise(keras.layers.Layer):
     def call(self, a):
         if not self.active:
             return a
-        eta = keras.random.normal(tf.shape(a), stddev=self.sigma, seed=self.seed_generator, dtype=a.dtype)
+        eta = global_batch_draw(lambda shape: keras.random.normal(shape, stddev=self.sigma, seed=self.seed_generator,
+                                                                  dtype=a.dtype), tf.shape(a))
         delta = tf.cast(self.delta, a.dtype)
         return clip_unit(a + eta * (delta + eta * delta), self.straight_through)
 

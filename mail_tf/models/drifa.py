@@ -3,7 +3,7 @@ layout of RRA blocks, MIFA across modalities after every block, one logits head 
 
 import keras
 
-from mail_tf.layers import BatchNormalization, MCDropout, SameBatch
+from mail_tf.layers import BatchNormalization, Dropout, MCDropout, SameBatch
 from mail_tf.layers.drifa import MFA, MIFA, RRA
 from mail_tf.models.mail import STAGE_WIDTHS, normalise_shapes, normalise_tasks, scaled_width
 
@@ -30,7 +30,7 @@ def build_drifa_net(num_classes, input_shape=(128, 128, 3), width=1.0, dropout=0
         raise ValueError(f"MIFA fuses the modalities after every block: all inputs need the same height and "
                          f"width, got {[s[:2] for s in shapes]}")
     widths = [scaled_width(w, width) for w in STAGE_WIDTHS]
-    dropout_cls = MCDropout if mc_dropout else keras.layers.Dropout
+    dropout_cls = MCDropout if mc_dropout else Dropout
 
     inputs = [keras.Input(shape, name=f"{task}_image") for (task, _), shape in zip(tasks, shapes)]
     xs = []

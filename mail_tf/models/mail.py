@@ -3,7 +3,7 @@ one logits head per task on the concatenated branches."""
 
 import keras
 
-from mail_tf.layers import EMCAM, ERLA, FUSIONS, BatchNormalization, MCDropout, ResidualBlock, SameBatch
+from mail_tf.layers import EMCAM, ERLA, FUSIONS, BatchNormalization, Dropout, MCDropout, ResidualBlock, SameBatch
 
 BACKBONES = {"resnet18": (2, 2, 2, 2), "resnet50": (3, 4, 6, 3)}
 BLOCKS = {"erla": ERLA, "plain": ResidualBlock}
@@ -96,7 +96,7 @@ def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", widt
         block_settings = dict(ca_pools=ca_pools, attention_init=attention_init, depthwise_init=depthwise_init,
                               zero_init_residual=zero_init_residual, **block_settings)
     emcam_settings = dict(attention_init=attention_init, depthwise_init=depthwise_init, **(emcam_settings or {}))
-    dropout_cls = MCDropout if mc_dropout else keras.layers.Dropout
+    dropout_cls = MCDropout if mc_dropout else Dropout
 
     inputs = [keras.Input(shape, name=f"{task}_image") for (task, _), shape in zip(tasks, shapes)]
     xs = []

@@ -28,8 +28,8 @@ def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, stra
     X* crafted against the model in inference mode, and the update is on
     (1 - clean_weight) * L(X*) + clean_weight * L(X). A model with random projection filters gets
     a new draw before crafting ([A]) and another before the update ([I]); without an attack, one
-    new draw per batch. The random start is seeded by (seed, optimiser step, replica), so a resumed
-    run repeats it exactly.
+    new draw per batch. The random start is seeded by (seed, optimiser step), so a resumed run
+    repeats it exactly, and N replicas draw the starts one device would.
 
     average: a `WeightAverage` updated after every optimiser step.
     """
@@ -39,9 +39,8 @@ def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, stra
     decays = self_decayed(model)
 
     def replica_craft(images, labels):
-        ctx = tf.distribute.get_replica_context()
-        step_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(optimizer.iterations, tf.int64) * 64
-                              + tf.cast(ctx.replica_id_in_sync_group, tf.int64)])
+        # the same seed on every replica: each takes its rows of the global batch's random start
+        step_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(optimizer.iterations, tf.int64) * 64])
         objective = tmtl_objective(model, labels, loss_weights)
         return tuple(sign_attack(objective, list(images), adversarial, seed=tf.cast(step_seed, tf.int32)))
 
