@@ -27,8 +27,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("run", None, "Run directory of experiments.train.")
 flags.DEFINE_enum("format", "tflite", ["tflite"], "Export format (LiteRT).")
 flags.DEFINE_list("quantize", ["none"], "Comma-separated, of none (float32), float16, dynamic (int8 weights), "
-                  "int8 (full-integer, calibrated on training pairs), int8_per_tensor (int8 with one scale per "
-                  "weight tensor: smaller, less exact).")
+                  "int8 (full-integer, calibrated on training pairs; one weight scale per output channel where "
+                  "a kernel's channels differ in range, else one per kernel: see --per_tensor_tolerance), "
+                  "int8_per_tensor (one scale per kernel everywhere: smallest, least exact).")
+flags.DEFINE_float("per_tensor_tolerance", 0.02, "int8: a kernel takes one weight scale when its channels' mean "
+                   "relative RMS weight error under it is at most this; 0 keeps every per-channel scale.")
 flags.DEFINE_string("out", None, "Output .tflite file (one quantisation) or folder (several).")
 flags.DEFINE_integer("num_calibration", 256, "int8: training pairs for calibration.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration pairs.")
@@ -154,6 +157,8 @@ def main(argv):
                              f"{', '.join(QUANTIZATIONS)}")
         check_ranges(FLAGS, {"num_calibration": (1, None), "seed": (0, None), "threads": (1, None),
                              "repeats": (1, None), "num_samples": (1, None), "batch_size": (1, None)})
+        if not FLAGS.per_tensor_tolerance >= 0:
+            raise ValueError(f"--per_tensor_tolerance={FLAGS.per_tensor_tolerance}: expected a number >= 0")
         files = outputs(FLAGS.out, FLAGS.run, kinds)
     except ValueError as e:
         sys.exit(f"error: {e}")
@@ -178,7 +183,8 @@ def main(argv):
         start = time.time()
         print(f"converting ({kind}) ...", flush=True)
         representative = calibration_pairs(modalities, FLAGS.num_calibration, FLAGS.seed) if kind in FULL_INTEGER else None
-        meta = export_tflite(model, path, class_names, config.image_size, kind, representative)
+        meta = export_tflite(model, path, class_names, config.image_size, kind, representative,
+                             FLAGS.per_tensor_tolerance)
         fixed = f"; {', '.join(meta['fixed'])} (a fixed member of the randomised model)" if meta["fixed"] else ""
         print(f"  {path}: {meta['bytes'] / 1e6:.2f} MB in {time.time() - start:.0f} s{fixed}", flush=True)
     if FLAGS.report:

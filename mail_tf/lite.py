@@ -29,6 +29,9 @@ from mail_tf.layers.walk import layer_switches, sublayers
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8", "int8_per_tensor")
 FULL_INTEGER = ("int8", "int8_per_tensor")     # the kinds calibrated on a representative dataset
+# int8: a kernel takes one weight scale when its channels' mean relative RMS error under it is at most
+# this (MAIL-RN18 of make train: 257 of 274 kernels, 1.4 MB smaller, test accuracy unchanged).
+PER_TENSOR_TOLERANCE = 0.02
 
 
 def stochastic_parts(model):
@@ -57,15 +60,16 @@ def input_names(model):
     return [x.name for x in model.inputs]
 
 
-def convert(model, quantize="none", representative=None):
+def convert(model, quantize="none", representative=None, per_tensor_tolerance=PER_TENSOR_TOLERANCE):
     """The .tflite bytes of `model`'s deterministic inference.
 
     quantize: "none" (float32), "float16" (float16 weights), "dynamic" (int8 weights, float
-    activations), "int8" (full-integer, weights quantised per output channel; `representative` is
-    required: a list of input batches, each a list of float32 arrays in [0, 1], one per modality, drawn
-    from training data) or "int8_per_tensor" (the same with one scale per weight tensor: 1.6 MB smaller
-    for MAIL-RN18, whose 63 k output channels each carry a float32 scale and an int64 zero point twice,
-    for its kernel and its bias; README "Deploying on a device" measures what it costs).
+    activations), "int8" (full-integer; `representative` is required: a list of input batches, each a
+    list of float32 arrays in [0, 1], one per modality, drawn from training data; weights quantised per
+    output channel where their channels differ in range, else with one scale per kernel:
+    `per_tensor_where_close` with `per_tensor_tolerance`, 0 keeps every per-channel scale) or
+    "int8_per_tensor" (the converter's one scale per weight tensor everywhere: smallest, and it costs
+    accuracy; README "Deploying on a device" measures both).
     """
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
@@ -101,26 +105,139 @@ def convert(model, quantize="none", representative=None):
                     yield [x[i:i + 1] for x in batch]
 
         converter.representative_dataset = samples
-    return strip_names(converter.convert())
+    content = strip_names(converter.convert())
+    if quantize == "int8":
+        content = per_tensor_where_close(content, per_tensor_tolerance)[0]
+    return content
 
 
 def strip_names(content):
     """`.tflite` bytes without the converter's internal tensor names (debug strings: a tenth of a MAIL
     int8 file before its grouped convs became single ops). The inputs' and outputs' names stay (a
-    LiteModel finds its inputs by name), and so do the signatures.
-
-    TensorFlow ships the .tflite schema's Python classes only in a private module: this is the one
-    place mail-tf reads it. Buffers are written 16-byte aligned, as the converter writes them."""
-    import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    LiteModel finds its inputs by name), and so do the signatures."""
+    model, _ = _read(content)
     for graph in model.subgraphs:
         keep = set(graph.inputs) | set(graph.outputs)
         for i, tensor in enumerate(graph.tensors):
             if i not in keep:
                 tensor.name = None
-    builder = flatbuffers.Builder(len(content) + 1024)
+    return _write(model, len(content))
+
+
+# Ops whose input 1 is a kernel quantised per output channel and input 2 its int32 bias (scale:
+# the input's scale times the kernel channel's).
+_WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def per_tensor_where_close(content, tolerance=PER_TENSOR_TOLERANCE):
+    """Full-integer `.tflite` bytes with one weight scale per kernel wherever that loses little, and
+    the per-channel scales kept elsewhere; returns (bytes, {"per_tensor": n, "per_channel": n}).
+
+    Each per-channel kernel costs a float32 scale and an int64 zero point per output channel, twice
+    (kernel and bias): 1.5 MB of MAIL-RN18's int8 file. A kernel moves to one scale (its largest
+    channel scale; its int8 values and its biases requantised, so the largest channel is unchanged)
+    when the channels' mean relative RMS error under that scale is at most `tolerance`. Kernels whose
+    channels differ widely in range (after batch-norm folding some 1x1 convs span 7x) keep theirs:
+    the converter's all-per-tensor file (`int8_per_tensor`) is what loses accuracy on them. The int8
+    values of a moved kernel are rounded twice (once by the converter per channel), so their error is
+    at most one step of the new scale, and none for the largest channel."""
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    model, schema = _read(content)
+    counts = {"per_tensor": 0, "per_channel": 0}
+    for graph in model.subgraphs:
+        users = {}                      # kernel tensor -> the ops that read it
+        for op in graph.operators:
+            for pos, t in enumerate(op.inputs):
+                users.setdefault(t, []).append((op, pos))
+        for kernel, ops in users.items():
+            tensor = graph.tensors[kernel] if kernel >= 0 else None
+            if tensor is None or tensor.type != schema.TensorType.INT8 or not _per_channel(tensor):
+                continue
+            if not all(pos == 1 and _op_name(model, op, schema) in _WEIGHTED_OPS for op, pos in ops):
+                continue
+            q = tensor.quantization
+            data = _buffer(model, tensor, np.int8)
+            axis = q.quantizedDimension
+            shape = [1] * data.ndim
+            shape[axis] = -1
+            scales = np.asarray(q.scale, np.float64)
+            w = data * scales.reshape(shape)
+            scale = scales.max()
+            requantised = np.clip(np.round(w / scale), -127, 127)
+            other = tuple(i for i in range(w.ndim) if i != axis)
+            error = np.sqrt(((w - requantised * scale) ** 2).mean(other))
+            rms = np.sqrt((w ** 2).mean(other))
+            relative = np.where(rms > 0, error / np.maximum(rms, 1e-30), 0.0)
+            if relative.mean() > tolerance or (tolerance == 0 and relative.mean() > 0):
+                counts["per_channel"] += 1
+                continue
+            counts["per_tensor"] += 1
+            _set_buffer(model, tensor, requantised.astype(np.int8))
+            tensor.quantization = _one_scale(schema, scale)
+            for op, _ in ops:
+                if len(op.inputs) < 3 or op.inputs[2] < 0:
+                    continue
+                bias = graph.tensors[op.inputs[2]]
+                input_scale = graph.tensors[op.inputs[0]].quantization.scale[0]
+                values = _buffer(model, bias, np.int32).astype(np.float64)
+                real = values * np.asarray(bias.quantization.scale, np.float64)
+                bias_scale = float(input_scale) * scale
+                _set_buffer(model, bias, np.round(real / bias_scale).astype(np.int32))
+                bias.quantization = _one_scale(schema, bias_scale)
+    return _write(model, len(content)), counts
+
+
+def _per_channel(tensor):
+    q = tensor.quantization
+    return q is not None and q.scale is not None and len(q.scale) > 1
+
+
+def _op_name(model, op, schema):
+    code = model.operatorCodes[op.opcodeIndex]
+    number = max(code.builtinCode, code.deprecatedBuiltinCode)
+    return next(k for k, v in vars(schema.BuiltinOperator).items() if v == number)
+
+
+def _buffer(model, tensor, dtype):
+    data = np.asarray(model.buffers[tensor.buffer].data, np.uint8).tobytes()
+    return np.frombuffer(data, dtype).reshape(tensor.shape)
+
+
+def _set_buffer(model, tensor, values):
+    """Store `values` as `tensor`'s data: in its buffer if no other tensor reads it, else in a new
+    one (the converter shares identical buffers between tensors, e.g. zero biases)."""
+    data = np.frombuffer(values.tobytes(), np.uint8)
+    readers = sum(t.buffer == tensor.buffer for g in model.subgraphs for t in g.tensors)
+    if readers == 1 and not any(m.buffer == tensor.buffer for m in model.metadata or []):
+        model.buffers[tensor.buffer].data = data
+        return
+    buffer = type(model.buffers[tensor.buffer])()
+    buffer.data = data
+    model.buffers.append(buffer)
+    tensor.buffer = len(model.buffers) - 1
+
+
+def _one_scale(schema, scale):
+    q = schema.QuantizationParametersT()
+    q.scale, q.zeroPoint, q.quantizedDimension = [float(scale)], [0], 0
+    return q
+
+
+def _read(content):
+    """The .tflite schema's object tree of `content`. TensorFlow ships the schema's Python classes only
+    in a private module: `_read` and `_write` are the one place mail-tf reads it."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    return schema.ModelT.InitFromPackedBuf(bytearray(content), 0), schema
+
+
+def _write(model, size_hint):
+    """The bytes of a schema object tree, buffers 16-byte aligned as the converter writes them."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    builder = flatbuffers.Builder(size_hint + 1024)
     model.buffers = [_PackedBuffer(builder, b, schema) for b in model.buffers]
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
@@ -174,10 +291,11 @@ def flex_ops(content):
     return [op for op in op_names(content) if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE_FLEX")]
 
 
-def export_tflite(model, path, class_names, image_size, quantize="none", representative=None):
+def export_tflite(model, path, class_names, image_size, quantize="none", representative=None,
+                  per_tensor_tolerance=PER_TENSOR_TOLERANCE):
     """Write `path` (.tflite) and its metadata `path` with suffix .json (tasks, class names, inputs,
     quantisation, what the deterministic export fixed). Returns the metadata."""
-    content = convert(model, quantize, representative)
+    content = convert(model, quantize, representative, per_tensor_tolerance)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
@@ -185,6 +303,8 @@ def export_tflite(model, path, class_names, image_size, quantize="none", represe
             "class_names": {t: list(class_names[t]) for t in model.output}, "inputs": input_names(model),
             "image_size": image_size, "input": "float32 in [0, 1], one batch per modality, at image_size",
             "output": "float32 logits per task", "fixed": stochastic_parts(model), "bytes": len(content)}
+    if quantize == "int8":
+        meta["per_tensor_tolerance"] = per_tensor_tolerance
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 

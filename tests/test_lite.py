@@ -125,3 +125,47 @@ def test_strip_names_keeps_the_numbers_the_io_names_and_the_alignment():
         buffer = model.Buffers(i)
         if buffer.DataLength():
             assert buffer._tab.Vector(buffer._tab.Offset(4)) % 16 == 0
+
+
+def test_int8_keeps_per_channel_scales_only_for_kernels_whose_channels_differ_in_range():
+    keras.utils.set_random_seed(6)
+    x_in = keras.Input((8, 8, 3), name="derm_image")
+    bias = keras.initializers.RandomUniform(0.0, 0.5)
+    even = keras.layers.Conv2D(16, 3, padding="same", name="even", bias_initializer=bias)(x_in)
+    uneven = keras.layers.Conv2D(16, 1, name="uneven", bias_initializer=bias)(even)
+    logits = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(uneven))
+    model = keras.Model(x_in, {"derm": logits})
+    kernel, b = model.get_layer("uneven").get_weights()
+    kernel[..., :8] *= 0.02                    # half the channels ~50x smaller than the rest
+    model.get_layer("uneven").set_weights([kernel, b])
+    rng = np.random.default_rng(0)
+    calibration = [[rng.random((16, 8, 8, 3), dtype=np.float32)] for _ in range(2)]
+    x = [rng.random((6, 8, 8, 3), dtype=np.float32)]
+    want = model(x, training=False)["derm"].numpy()
+    content = lite.convert(model, "int8", calibration, per_tensor_tolerance=0.0)   # every scale per channel
+    mixed, counts = lite.per_tensor_where_close(content)
+    assert lite.convert(model, "int8", calibration) == mixed
+    assert counts == {"per_tensor": 2, "per_channel": 1}      # `even` and `head` take one scale
+    assert len(mixed) < len(content) and lite.flex_ops(mixed) == []
+    assert lite.per_tensor_where_close(content, tolerance=10.0)[1] == {"per_tensor": 3, "per_channel": 0}
+    error = {name: np.abs(lite.LiteModel(c)(x)["output_0"] - want).max() for name, c in
+             [("int8", content), ("mixed", mixed)]}
+    assert error["mixed"] < 2 * error["int8"] + 0.01 * np.abs(want).max(), error
+    # Kernels and their int32 biases moved to one scale keep their real values to half its step.
+    (before, schema), (after, _) = lite._read(content), lite._read(mixed)
+    moved = 0
+    for old, new in zip(before.subgraphs[0].tensors, after.subgraphs[0].tensors):
+        if len(old.quantization.scale if old.quantization and old.quantization.scale is not None else []) < 2:
+            continue
+        if len(new.quantization.scale) == 1:
+            dtype = np.int8 if old.type == schema.TensorType.INT8 else np.int32
+            shape = [1] * len(old.shape)
+            shape[old.quantization.quantizedDimension] = -1
+            real = lite._buffer(before, old, dtype) * np.reshape(old.quantization.scale, shape)
+            step = new.quantization.scale[0]
+            assert np.abs(lite._buffer(after, new, dtype) * step - real).max() <= step / 2 * (1 + 1e-6)
+            moved += 1
+    assert moved == 3          # even's kernel and bias, head's kernel (its zero bias has no scales)
+    assert lite.per_tensor_where_close(content, 0.0)[1] == {"per_tensor": 0, "per_channel": 3}
+    with pytest.raises(ValueError, match="tolerance must be >= 0"):
+        lite.per_tensor_where_close(content, -1)

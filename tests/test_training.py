@@ -228,7 +228,8 @@ def test_litert_export_report_and_predict_cli(full_run, tmp_path):
 
     for args, message in ((["--quantize", "int4"], "--quantize=int4: expected"),
                           (["--quantize", "none,int8", "--out", str(tmp_path / "x.tflite")], "--out folder"),
-                          (["--threads", "0"], "--threads=0: expected >= 1")):
+                          (["--threads", "0"], "--threads=0: expected >= 1"),
+                          (["--per_tensor_tolerance", "-1"], "--per_tensor_tolerance=-1.0: expected a number >= 0")):
         args = ["--run", str(out), "--out", str(tmp_path / "y")] + args
         bad = subprocess.run([sys.executable, "-m", "experiments.export", *args], capture_output=True, text=True)
         assert bad.returncode != 0 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-500:]
