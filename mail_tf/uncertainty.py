@@ -68,19 +68,22 @@ def brier_score(probabilities, labels):
 
 
 def plot_reliability(per_task, path, bins=15):
-    """One reliability diagram per task: accuracy against confidence per bin, with the diagonal."""
+    """One reliability diagram per task: accuracy against confidence per bin, with the diagonal.
+    Returns what was drawn, read back from the figure: {task: (bins' left edges, their accuracies)}."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(per_task), figsize=(4.5 * len(per_task), 4.2), squeeze=False)
+    drawn = {}
     for ax, (task, (probabilities, labels, ece)) in zip(axes[0], per_task.items()):
         count, conf, acc = reliability(probabilities, labels, bins)
         edges = np.linspace(0, 1, bins + 1)
         filled = count > 0
-        ax.bar(edges[:-1][filled], acc[filled], width=1 / bins, align="edge", edgecolor="black",
-               alpha=0.7, label="accuracy")
+        bars = ax.bar(edges[:-1][filled], acc[filled], width=1 / bins, align="edge", edgecolor="black",
+                      alpha=0.7, label="accuracy")
+        drawn[task] = ([b.get_x() for b in bars], [b.get_height() for b in bars])
         ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
         ax.plot(conf[filled], acc[filled], "o", color="tab:red", markersize=3, label="bin mean confidence")
         ax.set(title=f"{task}  (ECE {ece:.3f})", xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
@@ -88,3 +91,4 @@ def plot_reliability(per_task, path, bins=15):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return drawn

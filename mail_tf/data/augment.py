@@ -7,6 +7,7 @@ shuffled. Transform ids: 0 original, 1 rotation, 2 translation, 3 blur.
 
 import math
 
+import keras
 import tensorflow as tf
 
 ROTATION_DEGREES = 20.0
@@ -17,10 +18,8 @@ N_TRANSFORMS = 4
 
 def _affine(images, transforms):
     """Apply per-image projective transforms (B, 8) mapping output to input coordinates."""
-    shape = tf.shape(images)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=tf.cast(transforms, tf.float32), output_shape=shape[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+    return keras.ops.image.affine_transform(images, tf.cast(transforms, tf.float32), interpolation="bilinear",
+                                            fill_mode="reflect", fill_value=0.0)
 
 
 def _rotation_transforms(angles, height, width):
