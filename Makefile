@@ -1,6 +1,6 @@
 # mail-tf: every target creates .venv/ and installs everything on a fresh machine first.
 #   make train [DATASET=medmnist] [MODEL=mail_rn18] [EPOCHS=] [IMAGE_SIZE=] [BATCH_SIZE=] [SEED=] [OUT=runs/x] [ADV=1]
-#   make test | make benchmark [RATIOS=1] (RATIOS=1: only MAIL-RN18's speed ratios to the plain pair)
+#   make test [TEST_WORKERS=2] | make benchmark [RATIOS=1] (RATIOS=1: only MAIL-RN18's speed ratios to the plain pair)
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,6 +15,9 @@ IMAGE_SIZE ?=
 BATCH_SIZE ?=
 SEED ?=
 OUT ?=
+# Test processes (pytest-xdist; a test file stays in one process, so its module fixtures are built
+# once). Most of the suite's time is single-threaded graph tracing: two processes use both cores.
+TEST_WORKERS ?= 2
 
 .PHONY: install train test benchmark clean
 
@@ -30,12 +33,12 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 train: $(STAMP)
 	$(PY) -m experiments.train --dataset $(DATASET) --model $(MODEL) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(IMAGE_SIZE),--image_size $(IMAGE_SIZE)) $(if $(BATCH_SIZE),--batch_size $(BATCH_SIZE)) \
-		$(if $(SEED),--seed $(SEED)) $(if $(OUT),--output_dir $(OUT)) $(if $(RESUME),--resume) $(if $(OVERWRITE),--overwrite) \
+		$(if $(SEED),--seed $(SEED)) $(if $(OUT),--run $(OUT)) $(if $(RESUME),--resume) $(if $(OVERWRITE),--overwrite) \
 		$(if $(ADV),--adversarial)
 
 benchmark: $(STAMP)

@@ -1,7 +1,7 @@
 """Cost and speed of mail-tf models: parameters, GFLOPs per image pair, train and predict pairs/s.
 
   python -m experiments.benchmark --models mail_rn18,mail_rn50,resnet18_pair \
-      --image-size 128 --batch-size 32 --json runs/benchmark.json
+      --image_size 128 --batch_size 32 --out runs/benchmark.json
   python -m experiments.benchmark --models mail,robust_mail --adv_iters 10   # + adversarial training
 
 Throughput is measured on random images after warm-up (the first calls trace and compile), with the

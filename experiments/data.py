@@ -2,7 +2,7 @@
 
   python -m experiments.data --dataset medmnist
   python -m experiments.data --dataset "ham10000=/data/HAM10000,folder:xray=/data/my_xrays" \
-      --image_size 128 --output_dir runs/data_check
+      --image_size 128 --out runs/data_check
 
 --dataset takes a named experiment or KIND[:OPTION]=ROOT,... (one entry per modality).
 """
@@ -29,7 +29,8 @@ flags.DEFINE_bool("skip_bad_images", False, "Skip unreadable images (listed on s
 flags.DEFINE_bool("paper_augment", True, "Add the paper's three augmented copies per training image.")
 flags.DEFINE_bool("random_augment", False, "Random rotation/translation on the fly.")
 flags.DEFINE_integer("batches", 50, "Batches to time (0: skip the measurement).")
-flags.DEFINE_string("output_dir", None, "Write splits.json and data_report.json here.")
+flags.DEFINE_string("out", None, "Folder to write splits.json and data_report.json to.")
+flags.DEFINE_alias("output_dir", "out")     # the spelling before --out
 
 
 def measure(dataset, batches):
@@ -80,12 +81,12 @@ def main(argv):
         report["train_pipeline_images_per_s"] = pairs_per_s * len(mods)
         print(f"training pipeline: {pairs_per_s:.0f} pairs/s ({pairs_per_s * len(mods):.0f} images/s decoded "
               f"from memory, augmented, batched) at {FLAGS.image_size}x{FLAGS.image_size}")
-    if FLAGS.output_dir:
-        os.makedirs(FLAGS.output_dir, exist_ok=True)
-        data.write_manifest(os.path.join(FLAGS.output_dir, "splits.json"), data.manifests(mods))
-        with open(os.path.join(FLAGS.output_dir, "data_report.json"), "w") as f:
+    if FLAGS.out:
+        os.makedirs(FLAGS.out, exist_ok=True)
+        data.write_manifest(os.path.join(FLAGS.out, "splits.json"), data.manifests(mods))
+        with open(os.path.join(FLAGS.out, "data_report.json"), "w") as f:
             json.dump(report, f, indent=2)
-        print(f"wrote {FLAGS.output_dir}/splits.json and data_report.json")
+        print(f"wrote {FLAGS.out}/splits.json and data_report.json")
 
 
 if __name__ == "__main__":

@@ -186,10 +186,11 @@ def main(argv):
 
     from mail_tf import data as mdata
     from mail_tf.attacks.gradient import SignAttack, sign_attack, tmtl_objective
-    from mail_tf.training.run_dir import load_run
+    from mail_tf.training.run_dir import RunDir
 
     try:
-        model, config, manifest = load_run(FLAGS.run)
+        run = RunDir(FLAGS.run)
+        model, config = run.load_model(), run.config
         if FLAGS.targets is not None and len(FLAGS.targets) != len(model.inputs):
             raise ValueError(f"--targets={','.join(FLAGS.targets)}: expected one layer name per modality "
                              f"({len(model.inputs)})")
@@ -201,8 +202,7 @@ def main(argv):
             images, labels = file_pairs(argv[1:], config.image_size, len(model.inputs))
             modalities = None
         else:
-            modalities = mdata.load_experiment(config.dataset, config.image_size, config.seed, config.data_dir,
-                                               manifest=manifest, split_protocol=config.split_protocol)
+            modalities = run.load_data()
             images, labels = split_pairs(modalities, FLAGS.split, FLAGS.num, FLAGS.task, config.seed)
         tasks = list(model.output)
         class_names = ({m.task: m.class_names for m in modalities} if modalities else

@@ -166,15 +166,15 @@ def main(argv):
     from mail_tf import data as mdata
     from mail_tf.export import METADATA
     from mail_tf.lite import export_tflite
-    from mail_tf.training.run_dir import load_run
+    from mail_tf.training.run_dir import RunDir
 
     serving = Path(FLAGS.run) / "export" / METADATA      # class names without loading the data
     try:
-        model, config, manifest = load_run(FLAGS.run, "--run")
+        run = RunDir(FLAGS.run)
+        model, config = run.load_model(), run.config
         modalities = None
         if set(kinds) & set(FULL_INTEGER) or FLAGS.report or not serving.exists():
-            modalities = mdata.load_experiment(config.dataset, config.image_size, config.seed, config.data_dir,
-                                               manifest=manifest, split_protocol=config.split_protocol)
+            modalities = run.load_data()
     except (FileNotFoundError, ValueError, mdata.DataError) as e:
         sys.exit(f"error: {e}")
     class_names = (json.loads(serving.read_text())["class_names"] if serving.exists()

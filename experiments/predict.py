@@ -1,8 +1,8 @@
 """Classify one image per modality with an exported model; print per-task probabilities as JSON.
 
-  python -m experiments.predict --model runs/medmnist-mail_rn18-20261122-101500 breast.png chest.jpg
+  python -m experiments.predict --run runs/medmnist-mail_rn18-20261122-101500 breast.png chest.jpg
 
---model is a run directory (its export/ is used), an exported SavedModel directory, or a LiteRT
+--run is a run directory (its export/ is used), an exported SavedModel directory, or a LiteRT
 `.tflite` file of experiments.export (its `.json` metadata beside it). Images are given in the
 model's modality order (see its mail_tf_serving.json or .json), any size, grey or colour. The
 output is the same for all three. Only TensorFlow is needed: the SavedModel carries the network and
@@ -19,7 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Run directory, exported SavedModel directory or .tflite file.")
+flags.DEFINE_string("run", None, "Run directory, exported SavedModel directory or .tflite file.")
+flags.DEFINE_alias("model", "run")      # the spelling before --run; a preset name is --model elsewhere
 flags.DEFINE_integer("top", 0, "Print only the top-k classes per task (0: all).")
 flags.DEFINE_integer("passes", 1, "Average this many stochastic passes (randomised models such as "
                      "Robust-MAIL) and print the spread of each probability.")
@@ -32,7 +33,7 @@ def find_export(path):
     for candidate in (path, path / "export"):
         if (candidate / "saved_model.pb").exists():
             return candidate
-    raise FileNotFoundError(f"--model {path}: no saved_model.pb in it or in its export/ folder; expected a "
+    raise FileNotFoundError(f"--run {path}: no saved_model.pb in it or in its export/ folder; expected a "
                             f"run directory of experiments.train or an exported SavedModel")
 
 
@@ -61,10 +62,10 @@ def predict_lite(path, image_paths, top=0):
     from mail_tf.lite import LiteModel, softmax
 
     if not Path(path).is_file():
-        raise FileNotFoundError(f"--model {path}: no such file")
+        raise FileNotFoundError(f"--run {path}: no such file")
     model = LiteModel(path)
     if not model.meta:
-        raise FileNotFoundError(f"--model {path}: its metadata {Path(path).with_suffix('.json')} is missing; "
+        raise FileNotFoundError(f"--run {path}: its metadata {Path(path).with_suffix('.json')} is missing; "
                                 "it is written by experiments.export")
     tasks = model.meta["tasks"]
     if len(image_paths) != len(model.input_names):
@@ -82,7 +83,7 @@ def predict(export_dir, image_paths, top=0, passes=1):
 
     meta_path = export_dir / METADATA
     if not meta_path.exists():
-        raise FileNotFoundError(f"--model {export_dir}: {METADATA} is missing; it is written by mail_tf's export")
+        raise FileNotFoundError(f"--run {export_dir}: {METADATA} is missing; it is written by mail_tf's export")
     meta = json.loads(meta_path.read_text())
     inputs, tasks = meta["inputs"], meta["tasks"]
     if len(image_paths) != len(inputs):
@@ -108,20 +109,20 @@ def predict(export_dir, image_paths, top=0, passes=1):
 
 
 def main(argv):
-    if not FLAGS.model:
-        sys.exit("error: --model is required (a run directory or an exported SavedModel)")
+    if not FLAGS.run:
+        sys.exit("error: --run is required (a run directory, an exported SavedModel or a .tflite file)")
     if FLAGS.top < 0:
         sys.exit(f"error: --top={FLAGS.top}: expected 0 (every class) or a positive number of classes")
     if FLAGS.passes < 1:
         sys.exit(f"error: --passes={FLAGS.passes}: expected at least 1")
     try:
-        if FLAGS.model.endswith(".tflite"):
+        if FLAGS.run.endswith(".tflite"):
             if FLAGS.passes > 1:
                 raise ValueError("--passes: a .tflite file is the deterministic export (one fixed draw); use the "
                                  "SavedModel for stochastic passes")
-            result = predict_lite(FLAGS.model, argv[1:], FLAGS.top)
+            result = predict_lite(FLAGS.run, argv[1:], FLAGS.top)
         else:
-            result = predict(find_export(FLAGS.model), argv[1:], FLAGS.top, FLAGS.passes)
+            result = predict(find_export(FLAGS.run), argv[1:], FLAGS.top, FLAGS.passes)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(json.dumps(result, indent=2))

@@ -1,11 +1,11 @@
 """Robust accuracy of a trained model under l-inf attacks, per task and protocol, with sanity checks.
 
-  python -m experiments.robust_eval --model runs/medmnist-robust_mail --attack pgd
-  python -m experiments.robust_eval --model RUN --attack autoattack-lite --num_samples 200 --json r.json
-  python -m experiments.robust_eval --model RUN --attack transfer --surrogate runs/other
-  python -m experiments.robust_eval --model RUN --eps_sweep --iters_sweep --protocol paper
+  python -m experiments.robust_eval --run runs/medmnist-robust_mail --attack pgd
+  python -m experiments.robust_eval --run RUN --attack autoattack-lite --num_samples 200 --out r.json
+  python -m experiments.robust_eval --run RUN --attack transfer --surrogate runs/other
+  python -m experiments.robust_eval --run RUN --eps_sweep --iters_sweep --protocol paper
 
---model is a run directory of experiments.train (model.keras, config.json, splits.json); its
+--run is a run directory of experiments.train (model.keras, config.json, splits.json); its
 experiment, image size and splits are reused. Protocols (ROBUSTNESS_EVAL.md): `paper` (one draw
 while crafting, a fresh one to classify) and `adaptive` (EOT over --eot draws per step,
 straight-through clips, accuracy as the mean over --draws classification draws and by majority
@@ -13,9 +13,9 @@ vote); `both` (default) reports them side by side — for a model with no random
 (no RPF, MAN or MC dropout) they are the same numbers, computed once. Attacks: fgsm, bim, pgd, mim,
 apgd-ce, apgd-dlr, square, autoattack-lite (APGD-CE + APGD-DLR + Square: not the standard AutoAttack,
 which adds APGD-T and FAB-T; `autoattack` is its old spelling; under the adaptive protocol APGD with
-EOT), transfer (PGD crafted on --surrogate, classified by --model). The objective (--loss) is the
+EOT), transfer (PGD crafted on --surrogate, classified by --run). The objective (--loss) is the
 scored task's own loss by default; `tmtl`, every head's summed loss, is the paper's protocol.
-Writes a table to stdout, --json, and a markdown report (and sweep plot) beside the JSON.
+Writes a table to stdout, --out (JSON), and a markdown report (and sweep plot) beside the JSON.
 """
 
 import json
@@ -37,7 +37,7 @@ EPS_SWEEP = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1]
 ITERS_SWEEP = [10, 20, 50, 100]
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Run directory of experiments.train.")
+flags.DEFINE_string("run", None, "Run directory of experiments.train.")
 flags.DEFINE_string("dataset", None, "Named experiment (default: the run's).")
 flags.DEFINE_string("data_dir", None, "Folder holding the datasets (default: the run's).")
 flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to attack.")
@@ -65,7 +65,10 @@ flags.DEFINE_bool("sanity", True, "Run the sanity checks of ROBUSTNESS_EVAL.md o
 flags.DEFINE_integer("sanity_samples", None, "Images per task for the sanity checks (default: as many as cost "
                      f"at most {SANITY_SHARE:.0%} of the main attack).")
 flags.DEFINE_bool("sanity_square", False, "Also check that Square does not beat the white-box attack (slow).")
-flags.DEFINE_string("json", None, "Write the results to this JSON file (and a .md report beside it).")
+flags.DEFINE_string("out", None, "Write the results to this JSON file (and a .md report beside it).")
+# Spellings before --run / --out (a preset name is --model elsewhere), and dashed forms.
+flags.DEFINE_alias("model", "run")
+flags.DEFINE_alias("json", "out")
 flags.DEFINE_alias("eps-sweep", "eps_sweep")
 flags.DEFINE_alias("iters-sweep", "iters_sweep")
 flags.DEFINE_alias("num-samples", "num_samples")
@@ -127,15 +130,15 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; settings are --flags (see --help)")
-    if not FLAGS.model:
-        sys.exit("error: --model is required (a run directory of experiments.train)")
+    if not FLAGS.run:
+        sys.exit("error: --run is required (a run directory of experiments.train)")
     import dataclasses
 
     import keras
 
     from mail_tf import data as mdata
     from mail_tf.attacks.evaluate import AttackSpec, is_randomized, robust_accuracy
-    from mail_tf.training.run_dir import load_run
+    from mail_tf.training.run_dir import RunDir
 
     try:
         check_flags()
@@ -152,11 +155,11 @@ def main(argv):
             raise ValueError(f"--eot={FLAGS.eot} and --draws={FLAGS.draws} must be at least 1")
         if FLAGS.attack == "transfer" and not FLAGS.surrogate:
             raise ValueError("--attack transfer needs --surrogate RUN_DIR (the model the examples are crafted on)")
-        model, config, manifest = load_run(FLAGS.model, "--model")
-        surrogate = load_run(FLAGS.surrogate, "--surrogate")[0] if FLAGS.surrogate else None
+        run = RunDir(FLAGS.run)
+        model, config = run.load_model(), run.config
+        surrogate = RunDir(FLAGS.surrogate, "--surrogate").load_model() if FLAGS.surrogate else None
         dataset = FLAGS.dataset or config.dataset
-        modalities = mdata.load_experiment(dataset, config.image_size, config.seed, FLAGS.data_dir or config.data_dir,
-                                           manifest=manifest, split_protocol=config.split_protocol)
+        modalities = run.load_data(dataset, FLAGS.data_dir)
         tasks = [m.task for m in modalities]
         if FLAGS.modality is not None and FLAGS.modality not in tasks:
             raise ValueError(f"--modality={FLAGS.modality!r}: expected one of the tasks {tasks}")
@@ -185,7 +188,7 @@ def main(argv):
     if not randomized and len(protocols) > 1:
         log("a deterministic model (no RPF, MAN or MC dropout): the adaptive protocol gives the paper "
             "protocol's numbers, computed once")
-    results = {"model": str(FLAGS.model), "model_name": config.model, "randomized": randomized,
+    results = {"model": str(FLAGS.run), "model_name": config.model, "randomized": randomized,
                "dataset": dataset, "split": FLAGS.split, "image_size": config.image_size,
                "attack": {**dataclasses.asdict(spec), "label": attack_label(spec)},
                "perturbed": FLAGS.modality or "all modalities jointly", "surrogate": FLAGS.surrogate,
@@ -239,8 +242,8 @@ def main(argv):
     if sweeps:
         results["sweeps"] = sweeps
     print(format_table(results["protocols"]))
-    if FLAGS.json:
-        out = Path(FLAGS.json)
+    if FLAGS.out:
+        out = Path(FLAGS.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
         out.with_suffix(".md").write_text(markdown_report(results))

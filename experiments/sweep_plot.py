@@ -2,7 +2,7 @@
 
   python -m experiments.sweep_plot --out sweep.png runs/mail.json runs/robust_mail.json
 
-The reports are robust_eval's `--json` files of runs with `--eps_sweep` (or `--iters_sweep` and
+The reports are robust_eval's `--out` files of runs with `--eps_sweep` (or `--iters_sweep` and
 `--sweep iterations` here). One panel per task, one line per report and protocol; robust_eval
 already draws each report's own plot beside its JSON.
 """
@@ -31,7 +31,7 @@ def load_reports(paths, sweep):
             raise ValueError(f"{path}: not a readable robust_eval JSON report ({e})") from None
         if sweep not in report.get("sweeps", {}):
             flag = "--eps_sweep" if sweep == "eps" else "--iters_sweep"
-            raise ValueError(f"{path}: holds no {sweep} sweep; run robust_eval with {flag} --json")
+            raise ValueError(f"{path}: holds no {sweep} sweep; run robust_eval with {flag} --out")
         these = sweep_tasks(report, sweep)
         if tasks is not None and these != tasks:
             raise ValueError(f"{path}: tasks {these} differ from the first report's {tasks}")

@@ -1,8 +1,8 @@
 """Train a multi-branch model on a named experiment; evaluate and export the best epoch.
 
   python -m experiments.train                                   # embedded MedMNIST, MAIL-RN18
-  python -m experiments.train --dataset sipakmed --data_dir /data --epochs 50 --output_dir runs/sip
-  python -m experiments.train --output_dir runs/sip --resume    # continue an interrupted run
+  python -m experiments.train --dataset sipakmed --data_dir /data --epochs 50 --run runs/sip
+  python -m experiments.train --run runs/sip --resume    # continue an interrupted run
   python -m experiments.train --model robust_mail --adversarial # Robust-MAIL, Algorithm 2 (PGD-10)
   python -m experiments.train --model mail --adversarial --model_option fusion=cascaded
 
@@ -65,7 +65,7 @@ flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bf
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (GPU; slower on CPU).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy: one device, this machine's devices, or the workers of TF_CONFIG "
-                  "(MultiWorkerMirroredStrategy; the chief alone writes --output_dir).")
+                  "(MultiWorkerMirroredStrategy; the chief alone writes --run).")
 flags.DEFINE_string("data_dir", None, "Folder holding the downloaded datasets (default $MAIL_TF_DATA_DIR or ./data).")
 flags.DEFINE_string("manifest", None, "Reuse the splits of this split manifest (splits.json).")
 flags.DEFINE_enum("split_protocol", None, ["grouped", "notebook"],
@@ -76,9 +76,10 @@ flags.DEFINE_enum("streaming", None, ["auto", "on", "off"],
                   "Image files: on: decoded in tf.data as batches need them (data larger than memory); off: decoded "
                   "into memory once; auto (default): on above MAIL_TF_STREAM_BYTES (4 GiB) decoded. Same pixels.")
 flags.DEFINE_bool("skip_bad_images", False, "Skip unreadable images (listed) instead of failing.")
-flags.DEFINE_string("output_dir", None, "Run directory (default runs/<dataset>-<model>-<time>).")
-flags.DEFINE_bool("resume", False, "Continue the run in --output_dir from its last checkpoint.")
-flags.DEFINE_bool("overwrite", False, "Replace the run in --output_dir.")
+flags.DEFINE_string("run", None, "Run directory to write (default runs/<dataset>-<model>-<time>).")
+flags.DEFINE_alias("output_dir", "run")     # the spelling before --run
+flags.DEFINE_bool("resume", False, "Continue the run in --run from its last checkpoint.")
+flags.DEFINE_bool("overwrite", False, "Replace the run in --run.")
 
 CONFIG_FLAGS = ("model", "width", "epochs", "image_size", "batch_size", "seed", "optimizer", "learning_rate",
                 "momentum", "weight_decay", "l2", "loss_weights", "lr_schedule", "lr_factor", "lr_patience", "min_lr",
@@ -122,9 +123,9 @@ def config_from_flags():
     if "loss_weights" in given:
         given["loss_weights"] = number_list("--loss_weights", given["loss_weights"], float, lambda w: w >= 0,
                                             "numbers >= 0")
-    if FLAGS.resume and FLAGS.output_dir:
+    if FLAGS.resume and FLAGS.run:
         # Resuming takes the run's own settings; the flags given must agree with them (checked later).
-        saved = Path(FLAGS.output_dir) / "config.json"
+        saved = Path(FLAGS.run) / "config.json"
         if saved.exists():
             if FLAGS["dataset"].present:
                 given["dataset"] = FLAGS.dataset
@@ -158,7 +159,7 @@ def main(argv):
 
     try:
         config = config_from_flags()
-        out = FLAGS.output_dir or default_output_dir(config)
+        out = FLAGS.run or default_output_dir(config)
         trainer = Trainer(config, out, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
     except (RunError, DataError, ValueError) as e:
         sys.exit(f"error: {e}")
@@ -166,7 +167,7 @@ def main(argv):
         trainer.fit()
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted after epoch {trainer.state.epoch}; continue with "
-                 f"python -m experiments.train --output_dir {out} --resume")
+                 f"python -m experiments.train --run {out} --resume")
     except FloatingPointError as e:
         sys.exit(f"error: {e}")
     metrics = finish(trainer)

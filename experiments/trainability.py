@@ -152,11 +152,12 @@ def main(argv):
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     if FLAGS.run:
-        from mail_tf.training.run_dir import load_run
+        from mail_tf.training.run_dir import RunDir
         from mail_tf.diagnostics import gate_saturation, saturation_by_kind, signal_propagation
 
         try:
-            model, config, _ = load_run(FLAGS.run, what="--run")
+            run = RunDir(FLAGS.run)
+            model, config = run.load_model(), run.config
         except FileNotFoundError as e:
             sys.exit(f"error: {e}")
         images, labels, _ = sample_images(config.dataset, FLAGS.data_dir or config.data_dir, config.image_size,

@@ -30,27 +30,18 @@ flags.DEFINE_integer("batch_size", 64, "Image pairs per batch.")
 flags.DEFINE_integer("bins", 15, "Confidence bins of ECE and the reliability diagram.")
 flags.DEFINE_integer("top", 10, "How many most and least certain items to list per task.")
 flags.DEFINE_integer("seed", 0, "Seed of the dropout masks.")
-flags.DEFINE_string("output_dir", None, "Where to write (default <first run>/uncertainty-<split>).")
+flags.DEFINE_string("out", None, "Folder to write to (default <first run>/uncertainty-<split>).")
+flags.DEFINE_alias("output_dir", "out")     # the spelling before --out
 
 
-def load_member(run, modalities=None):
+def load_member(path, modalities=None):
     """(config, model with active dropout and best weights, modalities) of one run directory."""
-    import mail_tf.data as mdata
-    from mail_tf.training import TrainConfig
+    from mail_tf.training.run_dir import RunDir
 
-    run = Path(run)
-    for name in ("config.json", "splits.json", "best.weights.h5"):
-        if not (run / name).exists():
-            raise FileNotFoundError(f"--runs {run}: {name} is missing; expected a finished experiments.train run")
-    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    if modalities is None:
-        modalities = mdata.load_experiment(config.dataset, config.image_size, config.seed, config.data_dir,
-                                           manifest=mdata.read_manifest(run / "splits.json"),
-                                           split_protocol=config.split_protocol)
+    run = RunDir(path, "--runs", needs=("best.weights.h5",))
+    modalities = modalities or run.load_data()
     # The run's own model_options (fusion, man, rpf_ratio, ...), with dropout kept on at inference.
-    model = config.build_model({m.task: m.num_classes for m in modalities}, mc_dropout=True)
-    model.load_weights(run / "best.weights.h5")
-    return config, model, modalities
+    return run.config, run.rebuild({m.task: m.num_classes for m in modalities}, mc_dropout=True), modalities
 
 
 def mc_samples(model, modalities, split, passes, batch_size, seed):
@@ -109,7 +100,7 @@ def main(argv):
     except (FileNotFoundError, ValueError, DataError) as e:
         sys.exit(f"error: {e}")
 
-    out = Path(FLAGS.output_dir or Path(FLAGS.runs[0]) / f"uncertainty-{FLAGS.split}")
+    out = Path(FLAGS.out or Path(FLAGS.runs[0]) / f"uncertainty-{FLAGS.split}")
     out.mkdir(parents=True, exist_ok=True)
     report, diagrams = {"runs": FLAGS.runs, "split": FLAGS.split, "passes_per_member": FLAGS.passes,
                         "bins": FLAGS.bins, "seed": FLAGS.seed, "tasks": {}}, {}

@@ -19,16 +19,16 @@ TINY_AT = ["--model", "resnet18_pair", "--width", "0.25", "--image_size", "32", 
 
 def test_adversarial_run_then_robust_eval_cli(tmp_path):
     run = tmp_path / "at"
-    proc = train_cli(*TINY_AT, "--output_dir", str(run))
+    proc = train_cli(*TINY_AT, "--run", str(run))
     config = json.loads((run / "config.json").read_text())
     assert config["adversarial"] and config["adv_iters"] == 2 and config["adv_eps"] == pytest.approx(4 / 255)
     assert (run / "model.keras").exists() and "best epoch 1 of 1" in proc.stdout
 
     report = tmp_path / "robust.json"
-    proc = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--model", str(run), "--attack", "pgd",
+    proc = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--run", str(run), "--attack", "pgd",
                            "--iters", "3", "--num_samples", "40", "--batch_size", "32", "--eot", "2", "--draws", "2",
                            "--sanity_samples", "16", "--sanity_square", "--queries", "20", "--protocol", "both",
-                           "--json", str(report)], capture_output=True, text=True)
+                           "--out", str(report)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(report.read_text())
     assert set(result["protocols"]) == {"paper", "adaptive"} and not result["randomized"]
@@ -51,9 +51,9 @@ def test_adversarial_run_then_robust_eval_cli(tmp_path):
     assert report.with_suffix(".md").read_text().startswith("# Robustness of")
 
     sweep = tmp_path / "sweep.json"         # defaults otherwise: PGD-10 on each task's own loss
-    proc = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--model", str(run), "--attack", "pgd",
+    proc = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--run", str(run), "--attack", "pgd",
                            "--num_samples", "32", "--protocol", "paper", "--nosanity", "--eps_sweep",
-                           "--sweep_eps", "0,0.5", "--json", str(sweep)], capture_output=True, text=True)
+                           "--sweep_eps", "0,0.5", "--out", str(sweep)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     points = json.loads(sweep.read_text())["sweeps"]["eps"]["paper"]
     assert [p["value"] for p in points] == [0.0, 0.5]
@@ -66,7 +66,7 @@ def test_adversarial_run_then_robust_eval_cli(tmp_path):
     assert broken["pneumoniamnist"]["robust_accuracy"] <= 0.05, broken
     assert broken["breastmnist"]["robust_accuracy"] < 0.5 * points[0]["results"]["breastmnist"]["clean_accuracy"]
     assert "eps sweep (paper) 0.5: robust accuracy" in proc.stdout and sweep.with_suffix(".png").exists()
-    bad = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--model", str(run), "--eps_sweep",
+    bad = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--run", str(run), "--eps_sweep",
                           "--sweep_eps", "0.01,big"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--sweep_eps=0.01,big: expected" in bad.stderr
 
@@ -83,7 +83,7 @@ BAD_FLAGS = [("iters", "0", "expected >= 1"), ("num_samples", "0", "expected >= 
 
 def test_robust_eval_range_checks_every_number_before_loading(tmp_path):
     # --model names no run: every bad number is refused before anything loads, in one clear line.
-    proc = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--model", str(tmp_path / "none"),
+    proc = subprocess.run([sys.executable, "-m", "experiments.robust_eval", "--run", str(tmp_path / "none"),
                            "--iters=0"], capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "error: --iters=0: expected >= 1"
@@ -118,7 +118,7 @@ def test_robust_mail_trains_adversarially_by_default_and_options_parse():
 
 
 def test_unknown_model_option_is_one_clear_line(tmp_path):
-    proc = train_cli("--model", "mail", "--model_option", "rpf_ratio=0.5", "--output_dir", str(tmp_path / "r"),
+    proc = train_cli("--model", "mail", "--model_option", "rpf_ratio=0.5", "--run", str(tmp_path / "r"),
                      check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "model_options {'rpf_ratio': 0.5} do not fit mail" in proc.stderr

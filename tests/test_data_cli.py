@@ -5,7 +5,7 @@ import sys
 
 def test_data_cli_writes_manifest_and_report(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "experiments.data", "--dataset", "medmnist", "--image_size", "32",
-                           "--batches", "3", "--batch_size", "16", "--output_dir", str(tmp_path)],
+                           "--batches", "3", "--batch_size", "16", "--out", str(tmp_path)],
                           capture_output=True, text=True, check=True)
     report = json.loads((tmp_path / "data_report.json").read_text())
     assert report["tasks"]["breastmnist"]["counts"]["test"] == {"malignant": 42, "normal, benign": 114}

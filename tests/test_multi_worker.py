@@ -43,7 +43,7 @@ def start_workers(run, logs, extra=()):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
                                                       "task": {"type": "worker", "index": index}})}
         procs.append(subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY, "--strategy", "multi_worker",
-                                       "--output_dir", str(run), *extra], env=env,
+                                       "--run", str(run), *extra], env=env,
                                       stdout=open(logs[index], "w"), stderr=subprocess.STDOUT, text=True))
     return procs
 
@@ -74,7 +74,7 @@ def assert_same_training(run, reference):
 @pytest.fixture(scope="module")
 def one_worker(tmp_path_factory):
     run = tmp_path_factory.mktemp("one") / "run"
-    out = subprocess.run([sys.executable, "-m", "experiments.train", *TINY, "--output_dir", str(run)],
+    out = subprocess.run([sys.executable, "-m", "experiments.train", *TINY, "--run", str(run)],
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return run

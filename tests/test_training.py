@@ -42,14 +42,14 @@ def checkpoint_arrays(run):
 def full_run(tmp_path_factory):
     """One uninterrupted tiny run, finished: evaluated and exported."""
     out = tmp_path_factory.mktemp("runs") / "full"
-    proc = train_cli(*TINY, "--output_dir", str(out))
+    proc = train_cli(*TINY, "--run", str(out))
     return out, proc
 
 
 def test_killed_run_resumes_to_the_same_weights(full_run, tmp_path):
     full, _ = full_run
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY, "--output_dir", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY, "--run", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while not (out / "checkpoint.npz").exists():          # wait for the first finished epoch
@@ -60,7 +60,7 @@ def test_killed_run_resumes_to_the_same_weights(full_run, tmp_path):
     state, _ = checkpoint_arrays(out)
     assert state["epoch"] < 3
 
-    train_cli("--output_dir", str(out), "--resume")          # its own settings from config.json
+    train_cli("--output_dir", str(out), "--resume")   # its own settings; --output_dir: the old spelling
     resumed_state, resumed = checkpoint_arrays(out)
     full_state, reference = checkpoint_arrays(full)
     assert resumed_state["epoch"] == full_state["epoch"] == 3
@@ -156,7 +156,7 @@ def test_predict_cli_on_real_files_of_different_sizes(full_run, tmp_path):
     out, _ = full_run
     skin = next((REAL_DATA / "ham10000").rglob("*.jpg"))                  # 600x450 colour
     mri = next((REAL_DATA / "brain_tumor_mri").rglob("*.jpg"))            # 512x512 grey JPEG
-    proc = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", str(out), str(skin), str(mri)],
+    proc = subprocess.run([sys.executable, "-m", "experiments.predict", "--run", str(out), str(skin), str(mri)],
                           capture_output=True, text=True, check=True)
     result = json.loads(proc.stdout)
     assert list(result) == ["breastmnist", "pneumoniamnist"]
@@ -165,7 +165,7 @@ def test_predict_cli_on_real_files_of_different_sizes(full_run, tmp_path):
         assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert r["class"] == max(r["probabilities"], key=r["probabilities"].get)
     # Averaged passes: a deterministic model gives the same probabilities with zero spread.
-    proc = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", str(out), "--passes", "3",
+    proc = subprocess.run([sys.executable, "-m", "experiments.predict", "--run", str(out), "--passes", "3",
                            str(skin), str(mri)], capture_output=True, text=True, check=True)
     averaged = json.loads(proc.stdout)
     for task, r in averaged.items():
@@ -173,11 +173,11 @@ def test_predict_cli_on_real_files_of_different_sizes(full_run, tmp_path):
         assert max(r["std"].values()) < 1e-5
         for name, p in r["probabilities"].items():
             assert p == pytest.approx(result[task]["probabilities"][name], abs=1e-5)
-    bad = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", str(out), str(skin)],
+    bad = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", str(out), str(skin)],   # old spelling
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "error: the model takes 2 images" in bad.stderr
     assert "Traceback" not in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", str(out), "--top", "-1", str(skin),
+    bad = subprocess.run([sys.executable, "-m", "experiments.predict", "--run", str(out), "--top", "-1", str(skin),
                           str(mri)], capture_output=True, text=True)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error: --top=-1: expected")
     # A grey + alpha PNG is read as grey (was a traceback).
@@ -185,7 +185,7 @@ def test_predict_cli_on_real_files_of_different_sizes(full_run, tmp_path):
 
     grey_alpha = tmp_path / "grey_alpha.png"
     Image.open(mri).convert("LA").save(grey_alpha)
-    proc = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", str(out), str(skin),
+    proc = subprocess.run([sys.executable, "-m", "experiments.predict", "--run", str(out), str(skin),
                            str(grey_alpha)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     grey = json.loads(proc.stdout)["pneumoniamnist"]["probabilities"]
@@ -216,7 +216,7 @@ def test_litert_export_report_and_predict_cli(full_run, tmp_path):
     mri = next((REAL_DATA / "brain_tumor_mri").rglob("*.jpg"))
     answers = {}
     for model in (str(out), str(lite / "full-none.tflite")):       # the same answer, the same format
-        proc = subprocess.run([sys.executable, "-m", "experiments.predict", "--model", model, str(skin), str(mri)],
+        proc = subprocess.run([sys.executable, "-m", "experiments.predict", "--run", model, str(skin), str(mri)],
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         answers[model] = json.loads(proc.stdout)
@@ -282,7 +282,7 @@ def test_explain_cli_on_split_pairs_attacked_and_on_files(full_run, tmp_path):
     (["--loss_weights", "0.5,heavy"], "error: --loss_weights=0.5,heavy: expected a comma-separated list"),
 ])
 def test_bad_settings_are_one_clear_line(args, message, tmp_path):
-    proc = train_cli(*args, "--output_dir", str(tmp_path / "run"), check=False)
+    proc = train_cli(*args, "--run", str(tmp_path / "run"), check=False)
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 1
@@ -293,7 +293,7 @@ def test_reusing_a_run_directory_must_be_explicit(full_run, tmp_path):
     from mail_tf.training.run_dir import LOCK, MARKER, check_run_dir, start_run_dir
 
     out, _ = full_run
-    proc = train_cli(*TINY, "--output_dir", str(out), check=False)
+    proc = train_cli(*TINY, "--run", str(out), check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"output directory {out} already holds a run; pass --resume" in proc.stderr
     other = TrainConfig.for_experiment("medmnist", model="resnet18_pair", image_size=48)
@@ -324,14 +324,14 @@ def test_one_writer_per_run_and_a_damaged_checkpoint_names_the_last_good_one(ful
     out = tmp_path / "copy"
     shutil.copytree(full_run[0], out)
     lock = RunLock(out)                       # this process is "still training" it
-    proc = train_cli("--output_dir", str(out), "--resume", check=False)
+    proc = train_cli("--run", str(out), "--resume", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"{out} is in use by process {os.getpid()}; wait for that run to end" in proc.stderr
     lock.release()
 
     data = (out / "checkpoint.npz").read_bytes()
     (out / "checkpoint.npz").write_bytes(data[: len(data) // 2])         # truncated on disk
-    proc = train_cli("--output_dir", str(out), "--resume", check=False)
+    proc = train_cli("--run", str(out), "--resume", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "checkpoint.npz is corrupt or truncated (BadZipFile" in proc.stderr
     assert "the last good checkpoint is checkpoint.prev.npz (epoch 2): move it to checkpoint.npz" in proc.stderr
@@ -350,7 +350,7 @@ def test_a_best_model_counts_only_once_its_checkpoint_does(tmp_path):
 def test_a_failed_data_load_leaves_no_run_behind(tmp_path):
     out = tmp_path / "run"
     proc = train_cli("--dataset", f"folder:={tmp_path / 'no_such_data'}", "--model", "resnet18_pair", "--width", "0.25",
-                     "--image_size", "32", "--output_dir", str(out), check=False)
+                     "--image_size", "32", "--run", str(out), check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert not (out / "config.json").exists()
 

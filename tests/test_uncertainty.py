@@ -37,8 +37,14 @@ def test_calibration_scores():
     assert count.sum() == 3 and count[8] == 1 and acc[8] == 1.0 and conf[8] == pytest.approx(0.9)
 
 
-def test_reliability_plot(tmp_path):
-    unc.plot_reliability({"a": (PROBS, LABELS, 0.33), "b": (PROBS[::-1], LABELS, 0.2)}, tmp_path / "r.png")
+def test_reliability_plot_draws_each_filled_bin_at_its_accuracy(tmp_path):
+    drawn = unc.plot_reliability({"a": (PROBS, LABELS, 0.33), "b": (PROBS[::-1], LABELS, 0.2)}, tmp_path / "r.png",
+                                 bins=10)
+    # a: confidences 0.6 (wrong), 0.7 (right), 0.9 (right), each alone in its bin; b: the rows
+    # reversed against the same labels, every one wrong. Empty bins draw no bar.
+    for task, heights in (("a", [0.0, 1.0, 1.0]), ("b", [0.0, 0.0, 0.0])):
+        np.testing.assert_allclose(drawn[task][0], [0.5, 0.6, 0.8])
+        np.testing.assert_allclose(drawn[task][1], heights)
     assert (tmp_path / "r.png").stat().st_size > 10_000
 
 
@@ -47,9 +53,9 @@ def test_cli_rebuilds_the_run_with_its_own_model_options(tmp_path):
     # (mutual information > 0) on a model that has no dropout at all.
     run = tmp_path / "run"
     train_cli("--model", "resnet18_pair", "--width", "0.25", "--image_size", "32", "--batch_size", "64",
-              "--epochs", "1", "--seed", "1", "--model_option", "dropout=0", "--output_dir", str(run))
+              "--epochs", "1", "--seed", "1", "--model_option", "dropout=0", "--run", str(run))
     proc = subprocess.run([sys.executable, "-m", "experiments.uncertainty", "--runs", str(run), "--passes", "3",
-                           "--output_dir", str(tmp_path / "unc")], capture_output=True, text=True)
+                           "--out", str(tmp_path / "unc")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "unc" / "uncertainty.json").read_text())
     for task, r in report["tasks"].items():

@@ -10,13 +10,15 @@ by commas, e.g. `medmnist:bloodmnist=/data/mnist,ham10000=/data/HAM10000,folder=
 """
 
 import dataclasses
+import importlib.resources
 import os
 from pathlib import Path
 
 from mail_tf.data import sources
 from mail_tf.data.sources import DataError
 
-EMBEDDED_DIR = Path(__file__).resolve().parents[2] / "datasets" / "medmnist"
+# datasets/medmnist in this repository, installed as mail_tf.embedded's package data (setup.cfg).
+EMBEDDED_DIR = Path(importlib.resources.files("mail_tf.embedded")) / "medmnist"
 
 READERS = {
     "medmnist": lambda root, option: sources.load_medmnist(root, option),

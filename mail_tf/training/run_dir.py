@@ -151,18 +151,49 @@ def recover_best(out, state):
             pending.unlink()
 
 
-def load_run(run_dir, what="--run"):
-    """(model, TrainConfig, split manifest) of a finished run directory; a missing file is one line
-    naming it (`what`: the flag that named the directory)."""
-    import keras
+class RunDir:
+    """A finished run directory of experiments.train, for the entry points that read one: its config,
+    split manifest, model and data. A missing file is one FileNotFoundError line naming it and `what`
+    (the flag that named the directory)."""
 
-    import mail_tf  # noqa: F401  (registers the layers)
-    from mail_tf.data import read_manifest
+    def __init__(self, path, what="--run", needs=("model.keras",)):
+        self.path, self.what = Path(path), what
+        for name in (*needs, "config.json", "splits.json"):
+            self._require(name)
+        self.config = TrainConfig.from_dict(json.loads((self.path / "config.json").read_text()))
 
-    run = Path(run_dir)
-    for name in ("model.keras", "config.json", "splits.json"):
-        if not (run / name).exists():
-            raise FileNotFoundError(f"{what} {run}: {name} is missing; expected a finished run directory of "
-                                    f"experiments.train")
-    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    return keras.saving.load_model(run / "model.keras"), config, read_manifest(run / "splits.json")
+    def _require(self, name):
+        if not (self.path / name).exists():
+            raise FileNotFoundError(f"{self.what} {self.path}: {name} is missing; expected a finished run "
+                                    f"directory of experiments.train")
+        return self.path / name
+
+    @property
+    def manifest(self):
+        from mail_tf.data import read_manifest
+
+        return read_manifest(self.path / "splits.json")
+
+    def load_model(self):
+        """The saved model (model.keras): the run's best weights, as exported."""
+        import keras
+
+        import mail_tf  # noqa: F401  (registers the layers)
+
+        return keras.saving.load_model(self._require("model.keras"))
+
+    def rebuild(self, num_classes, **build_options):
+        """The run's architecture built again from its config (its model_options, plus
+        `build_options` such as mc_dropout=True) with its best weights (best.weights.h5)."""
+        model = self.config.build_model(num_classes, **build_options)
+        model.load_weights(self._require("best.weights.h5"))
+        return model
+
+    def load_data(self, dataset=None, data_dir=None):
+        """The run's modalities with its own splits; `dataset` / `data_dir` override the config's
+        (the same images elsewhere, or another experiment split by the same manifest)."""
+        from mail_tf.data import load_experiment
+
+        c = self.config
+        return load_experiment(dataset or c.dataset, c.image_size, c.seed, data_dir or c.data_dir,
+                               manifest=self.manifest, split_protocol=c.split_protocol)

@@ -14,12 +14,12 @@ train() {   # train NAME ARGS...
   local out=$R/$1; shift
   [ -f "$out/metrics.json" ] && return
   local resume=""; [ -f "$out/config.json" ] && resume="--resume"
-  $PY -m experiments.train --image_size 32 --batch_size 64 --seed 0 --output_dir "$out" $resume "$@"
+  $PY -m experiments.train --image_size 32 --batch_size 64 --seed 0 --run "$out" $resume "$@"
 }
 evaluate() {   # evaluate RUN NAME ARGS...
   local run=$R/$1 out=$R/eval/$1-$2.json; shift 2
   [ -f "$out" ] && return
-  $PY -m experiments.robust_eval --model "$run" --protocol both --eot 10 --draws 10 --seed 0 --json "$out" "$@"
+  $PY -m experiments.robust_eval --run "$run" --protocol both --eot 10 --draws 10 --seed 0 --out "$out" "$@"
 }
 AT="--adv_iters 5 --epochs 6 --adv_clean_weight 0.5"
 train robust_mail-s0 --model robust_mail $AT

@@ -10,7 +10,7 @@ run() {   # run NAME MODEL ARGS...
   [ -f "$out/metrics.json" ] && return
   local resume=""; [ -f "$out/config.json" ] && resume="--resume"
   $PY -m experiments.train --dataset medmnist --model $model --image_size 32 --epochs 2 --batch_size 32 \
-    --lr_schedule cosine --early_stopping_patience 0 --seed 0 --output_dir $out $resume "$@"
+    --lr_schedule cosine --early_stopping_patience 0 --seed 0 --run $out $resume "$@"
 }
 for lr in 3e-3 3e-4; do
   run mail_rn18-lr$lr mail_rn18 --learning_rate $lr

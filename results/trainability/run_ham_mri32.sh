@@ -14,6 +14,6 @@ for seed in 0 1 2; do
     resume=""; [ -f "$out/config.json" ] && resume="--resume"
     $PY -m experiments.train --dataset ham10000_brainmri --data_dir "$DATA" --model $model --image_size 32 \
       --epochs 3 --batch_size 32 --learning_rate 1e-3 --lr_schedule cosine --bn_momentum 0.9 \
-      --nopaper_augment --random_augment --early_stopping_patience 0 --seed $seed --output_dir $out $resume
+      --nopaper_augment --random_augment --early_stopping_patience 0 --seed $seed --run $out $resume
   done
 done

@@ -11,6 +11,6 @@ for seed in 0 1 2; do
     [ -f "$out/metrics.json" ] && continue
     resume=""; [ -f "$out/config.json" ] && resume="--resume"
     $PY -m experiments.train --dataset medmnist --model $model --image_size 32 --epochs 2 --batch_size 32 \
-      --learning_rate 1e-3 --lr_schedule cosine --early_stopping_patience 0 --seed $seed --output_dir $out $resume
+      --learning_rate 1e-3 --lr_schedule cosine --early_stopping_patience 0 --seed $seed --run $out $resume
   done
 done
