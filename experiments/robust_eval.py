@@ -126,132 +126,184 @@ def markdown_report(results):
     return "\n".join(lines) + "\n"
 
 
+def settings():
+    """(AttackSpec, sweep eps values, sweep iteration counts) from the flags, all checked before
+    anything loads; ValueError names the first bad flag."""
+    from mail_tf.attacks.evaluate import AttackSpec
+
+    check_flags()
+    iters = FLAGS.iters or (100 if FLAGS.attack.startswith(("apgd", "autoattack")) else 10)
+    spec = AttackSpec(FLAGS.attack, FLAGS.eps, FLAGS.step, iters, FLAGS.restarts, FLAGS.queries, FLAGS.loss)
+    sweep_eps = number_list("--sweep_eps", FLAGS.sweep_eps, float, lambda e: e >= 0, "numbers >= 0")
+    sweep_iters = number_list("--sweep_iters", FLAGS.sweep_iters, int, lambda k: k >= 1, "integers >= 1")
+    if FLAGS.attack == "transfer" and not FLAGS.surrogate:
+        raise ValueError("--attack transfer needs --surrogate RUN_DIR (the model the examples are crafted on)")
+    return spec, sweep_eps, sweep_iters
+
+
+def load():
+    """(model, its config, the surrogate or None, the modalities, the perturbed modality indices or
+    None for all); FileNotFoundError / ValueError / DataError name what is wrong."""
+    from mail_tf.training.run_dir import RunDir
+
+    run = RunDir(FLAGS.run)
+    model, config = run.load_model(), run.config
+    surrogate = RunDir(FLAGS.surrogate, "--surrogate").load_model() if FLAGS.surrogate else None
+    modalities = run.load_data(FLAGS.dataset, FLAGS.data_dir)
+    tasks = [m.task for m in modalities]
+    if FLAGS.modality is not None and FLAGS.modality not in tasks:
+        raise ValueError(f"--modality={FLAGS.modality!r}: expected one of the tasks {tasks}")
+    if surrogate is not None and [i.shape[1:] for i in surrogate.inputs] != [i.shape[1:] for i in model.inputs]:
+        raise ValueError(f"--surrogate {FLAGS.surrogate} takes inputs {[i.shape[1:] for i in surrogate.inputs]}, "
+                         f"the model {[i.shape[1:] for i in model.inputs]}; train it on the same experiment and size")
+    perturb = None if FLAGS.modality is None else [tasks.index(FLAGS.modality)]
+    return model, config, surrogate, modalities, perturb
+
+
+class Evaluation:
+    """The attacks on one model under the requested protocols. Compiled evaluators are shared by the
+    main attack, the sanity checks and the sweeps (one trace each). A deterministic model is attacked
+    under the first protocol only; the others report its numbers (`per_protocol`)."""
+
+    def __init__(self, model, datasets, surrogate, perturb, log):
+        import keras
+
+        from mail_tf.attacks.evaluate import is_randomized
+
+        self.model, self.datasets, self.surrogate, self.perturb, self.log = model, datasets, surrogate, perturb, log
+        self.protocols = ["paper", "adaptive"] if FLAGS.protocol == "both" else [FLAGS.protocol]
+        self.randomized = is_randomized(model)
+        self.computed = self.protocols if self.randomized else self.protocols[:1]
+        self.compiled = {}
+        # Seeded once: re-seeding before every evaluation changes TensorFlow's global seed, which makes
+        # every compiled attack trace again (70-80 s each for MAIL-RN18: sanity checks on 3 images took
+        # longer than the main attack on 64). Random starts take --seed explicitly; Robust-MAIL's draws
+        # follow from this one seed, so a run is still reproducible.
+        keras.utils.set_random_seed(FLAGS.seed)
+
+    def __call__(self, spec, protocol, limit=None, quiet=False):
+        from mail_tf.attacks.evaluate import robust_accuracy
+
+        return robust_accuracy(self.model, self.datasets, spec, protocol, FLAGS.eot, FLAGS.draws, FLAGS.seed,
+                               limit or FLAGS.num_samples, self.surrogate, self.perturb,
+                               log=None if quiet else self.log, cache=self.compiled)
+
+    def per_protocol(self, fn):
+        """{protocol: fn(protocol)} over the computed protocols, the rest sharing the first's value."""
+        out = {p: fn(p) for p in self.computed}
+        return {p: out.get(p, out[self.computed[0]]) for p in self.protocols}
+
+
+def attack(evaluation, spec):
+    """The main attack: ({protocol: results}, {protocol: seconds})."""
+    seconds = {}
+
+    def run(protocol):
+        start = time.time()
+        evaluation.log(f"{protocol} protocol: {attack_label(spec)} ...")
+        out = evaluation(spec, protocol)
+        seconds[protocol] = time.time() - start
+        evaluation.log(f"  {seconds[protocol]:.0f} s")
+        return out
+
+    results = evaluation.per_protocol(run)
+    return results, {p: seconds.get(p, 0.0) for p in evaluation.protocols}
+
+
+def sanity(evaluation, spec, main_results, seconds):
+    """ROBUSTNESS_EVAL.md's checks per protocol, on a subset sized to a share of the main attack."""
+    def run(protocol):
+        main_result = main_results[protocol]
+        n = FLAGS.sanity_samples or sanity_samples(spec, min(r["count"] for r in main_result.values()),
+                                                   FLAGS.sanity_square)
+        evaluation.log(f"sanity checks ({protocol} protocol, {n} images per task) ...")
+        start = time.time()
+        subset = lambda s, p: evaluation(s, p, limit=n, quiet=True)
+        checks = sanity_checks(subset, spec, main_result, protocol, evaluation.log, FLAGS.sanity_square)
+        seconds[f"sanity_{protocol}"] = time.time() - start
+        return checks
+
+    return evaluation.per_protocol(run)
+
+
+def sweep(evaluation, spec, name, field, values):
+    """{protocol: [{value, results}]}, one progress line per point (a sweep runs for minutes)."""
+    import dataclasses
+
+    def run(protocol):
+        points = []
+        for v in values:
+            start = time.time()
+            point = evaluation(dataclasses.replace(spec, **{field: v}), protocol, quiet=True)
+            points.append({"value": v, "results": point})
+            accs = ", ".join(f"{t} {r['robust_accuracy']:.3f}" for t, r in point.items())
+            evaluation.log(f"{name} sweep ({protocol}) {v}: robust accuracy {accs} ({time.time() - start:.0f} s)")
+        return points
+
+    return evaluation.per_protocol(run)
+
+
+def write(results, out):
+    """The JSON report, its markdown beside it, and the sweep plot if there are sweeps."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown_report(results))
+    written = [out, out.with_suffix(".md")]
+    if results.get("sweeps"):
+        from mail_tf.attacks.report import plot_sweeps
+
+        plot_sweeps(results["sweeps"], out.with_suffix(".png"))
+        written.append(out.with_suffix(".png"))
+    return written
+
+
 def main(argv):
+    import dataclasses
+
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; settings are --flags (see --help)")
     if not FLAGS.run:
         sys.exit("error: --run is required (a run directory of experiments.train)")
-    import dataclasses
-
-    import keras
-
     from mail_tf import data as mdata
-    from mail_tf.attacks.evaluate import AttackSpec, is_randomized, robust_accuracy
-    from mail_tf.training.run_dir import RunDir
 
     try:
-        check_flags()
+        spec, sweep_eps, sweep_iters = settings()
     except ValueError as e:
         sys.exit(f"error: {e}")
     if FLAGS.attack == "autoattack":
         print("note: --attack autoattack is now called autoattack-lite (APGD-CE + APGD-DLR + Square)", flush=True)
-    iters = FLAGS.iters or (100 if FLAGS.attack.startswith(("apgd", "autoattack")) else 10)
     try:
-        spec = AttackSpec(FLAGS.attack, FLAGS.eps, FLAGS.step, iters, FLAGS.restarts, FLAGS.queries, FLAGS.loss)
-        sweep_eps = number_list("--sweep_eps", FLAGS.sweep_eps, float, lambda e: e >= 0, "numbers >= 0")
-        sweep_iters = number_list("--sweep_iters", FLAGS.sweep_iters, int, lambda k: k >= 1, "integers >= 1")
-        if FLAGS.eot < 1 or FLAGS.draws < 1:
-            raise ValueError(f"--eot={FLAGS.eot} and --draws={FLAGS.draws} must be at least 1")
-        if FLAGS.attack == "transfer" and not FLAGS.surrogate:
-            raise ValueError("--attack transfer needs --surrogate RUN_DIR (the model the examples are crafted on)")
-        run = RunDir(FLAGS.run)
-        model, config = run.load_model(), run.config
-        surrogate = RunDir(FLAGS.surrogate, "--surrogate").load_model() if FLAGS.surrogate else None
-        dataset = FLAGS.dataset or config.dataset
-        modalities = run.load_data(dataset, FLAGS.data_dir)
-        tasks = [m.task for m in modalities]
-        if FLAGS.modality is not None and FLAGS.modality not in tasks:
-            raise ValueError(f"--modality={FLAGS.modality!r}: expected one of the tasks {tasks}")
-        if surrogate is not None and [i.shape[1:] for i in surrogate.inputs] != [i.shape[1:] for i in model.inputs]:
-            raise ValueError(f"--surrogate {FLAGS.surrogate} takes inputs {[i.shape[1:] for i in surrogate.inputs]}, "
-                             f"the model {[i.shape[1:] for i in model.inputs]}; train it on the same experiment and size")
+        model, config, surrogate, modalities, perturb = load()
     except (FileNotFoundError, ValueError, mdata.DataError) as e:
         sys.exit(f"error: {e}")
-    perturb = None if FLAGS.modality is None else [tasks.index(FLAGS.modality)]
-    datasets = mdata.eval_datasets(modalities, FLAGS.split, FLAGS.batch_size, config.seed, all_labels=True)
-    protocols = ["paper", "adaptive"] if FLAGS.protocol == "both" else [FLAGS.protocol]
     log = lambda msg: print(msg, flush=True)
-
-    compiled = {}    # evaluators shared by the main attack, the sanity checks and the sweeps: one trace each
-    # Seeded once: re-seeding before every evaluation changes TensorFlow's global seed, which makes
-    # every compiled attack trace again (70-80 s each for MAIL-RN18: sanity checks on 3 images took
-    # longer than the main attack on 64). Random starts take --seed explicitly; Robust-MAIL's draws
-    # follow from this one seed, so a run is still reproducible.
-    keras.utils.set_random_seed(FLAGS.seed)
-
-    def evaluate(s, protocol, limit=FLAGS.num_samples, quiet=False):
-        return robust_accuracy(model, datasets, s, protocol, FLAGS.eot, FLAGS.draws, FLAGS.seed, limit,
-                               surrogate, perturb, log=None if quiet else log, cache=compiled)
-
-    randomized = is_randomized(model)
-    if not randomized and len(protocols) > 1:
+    datasets = mdata.eval_datasets(modalities, FLAGS.split, FLAGS.batch_size, config.seed, all_labels=True)
+    evaluation = Evaluation(model, datasets, surrogate, perturb, log)
+    if len(evaluation.computed) < len(evaluation.protocols):
         log("a deterministic model (no RPF, MAN or MC dropout): the adaptive protocol gives the paper "
             "protocol's numbers, computed once")
-    results = {"model": str(FLAGS.run), "model_name": config.model, "randomized": randomized,
-               "dataset": dataset, "split": FLAGS.split, "image_size": config.image_size,
+    results = {"model": str(FLAGS.run), "model_name": config.model, "randomized": evaluation.randomized,
+               "dataset": FLAGS.dataset or config.dataset, "split": FLAGS.split, "image_size": config.image_size,
                "attack": {**dataclasses.asdict(spec), "label": attack_label(spec)},
                "perturbed": FLAGS.modality or "all modalities jointly", "surrogate": FLAGS.surrogate,
-               "eot": FLAGS.eot, "draws": FLAGS.draws, "seed": FLAGS.seed, "protocols": {}, "seconds": {}}
-    computed = protocols if randomized else protocols[:1]     # a deterministic model: one evaluation
-    for protocol in computed:
-        start = time.time()
-        log(f"{protocol} protocol: {attack_label(spec)} ...")
-        results["protocols"][protocol] = evaluate(spec, protocol)
-        results["seconds"][protocol] = time.time() - start
-        log(f"  {results['seconds'][protocol]:.0f} s")
+               "eot": FLAGS.eot, "draws": FLAGS.draws, "seed": FLAGS.seed}
+    results["protocols"], results["seconds"] = attack(evaluation, spec)
     if FLAGS.sanity:
-        results["sanity"] = {}
-        for protocol in computed:
-            main_result = results["protocols"][protocol]
-            n = FLAGS.sanity_samples or sanity_samples(spec, min(r["count"] for r in main_result.values()),
-                                                       FLAGS.sanity_square)
-            log(f"sanity checks ({protocol} protocol, {n} images per task) ...")
-            start = time.time()
-            subset = lambda s, p: evaluate(s, p, limit=n, quiet=True)
-            results["sanity"][protocol] = sanity_checks(subset, spec, main_result, protocol, log, FLAGS.sanity_square)
-            results["seconds"][f"sanity_{protocol}"] = time.time() - start
-    for protocol in protocols[len(computed):]:
-        results["protocols"][protocol] = results["protocols"][computed[0]]
-        results["seconds"][protocol] = 0.0
-        if FLAGS.sanity:
-            results["sanity"][protocol] = results["sanity"][computed[0]]
-    if len(computed) < len(protocols):
+        results["sanity"] = sanity(evaluation, spec, results["protocols"], results["seconds"])
+    if len(evaluation.computed) < len(evaluation.protocols):
         results["note"] = "deterministic model: the adaptive protocol's numbers are the paper protocol's (computed once)"
-
-    def sweep(name, field, values):
-        """{protocol: [{value, results}]}, one progress line per point (a sweep runs for minutes)."""
-        out = {}
-        for p in computed:
-            out[p] = []
-            for v in values:
-                start = time.time()
-                point = evaluate(dataclasses.replace(spec, **{field: v}), p, quiet=True)
-                out[p].append({"value": v, "results": point})
-                accs = ", ".join(f"{t} {r['robust_accuracy']:.3f}" for t, r in point.items())
-                log(f"{name} sweep ({p}) {v}: robust accuracy {accs} ({time.time() - start:.0f} s)")
-        for p in protocols[len(computed):]:
-            out[p] = out[computed[0]]
-        return out
-
     sweeps = {}
     if FLAGS.eps_sweep:
-        sweeps["eps"] = sweep("eps", "eps", sweep_eps)
+        sweeps["eps"] = sweep(evaluation, spec, "eps", "eps", sweep_eps)
     if FLAGS.iters_sweep:
-        sweeps["iterations"] = sweep("iterations", "iters", sweep_iters)
+        sweeps["iterations"] = sweep(evaluation, spec, "iterations", "iters", sweep_iters)
     if sweeps:
         results["sweeps"] = sweeps
     print(format_table(results["protocols"]))
     if FLAGS.out:
-        out = Path(FLAGS.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        out.with_suffix(".md").write_text(markdown_report(results))
-        if sweeps:
-            from mail_tf.attacks.report import plot_sweeps
-
-            plot_sweeps(sweeps, out.with_suffix(".png"))
-        log(f"written {out} and {out.with_suffix('.md')}" + (f" and {out.with_suffix('.png')}" if sweeps else ""))
+        log("written " + " and ".join(map(str, write(results, FLAGS.out))))
 
 
 if __name__ == "__main__":

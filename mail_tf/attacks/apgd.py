@@ -12,7 +12,7 @@ of the highest-loss one, which may still be classified correctly (AutoAttack's r
 
 import tensorflow as tf
 
-from mail_tf.attacks.gradient import fooling_or, keep_fooling, project, split_fooled
+from mail_tf.attacks.gradient import fooling_or, keep_fooling, project, split_fooled, uniform_start
 
 
 def checkpoint_steps(iters):
@@ -75,13 +75,7 @@ def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), ran
         grads = [tf.zeros_like(x) if g is None or i not in chosen else g for i, (x, g) in enumerate(zip(xs, grads))]
         return loss, grads, fooled
 
-    def start(i, x):
-        if i not in chosen or not random_start:
-            return x
-        noise = tf.random.stateless_uniform(tf.shape(x), seed + [0, 7919 * (i + 1)], -1.0, 1.0, dtype=dtype)
-        return project(x + eps * noise, x, eps)
-
-    x0 = [start(i, x) for i, x in enumerate(images)]
+    x0 = [uniform_start(x, i, seed, eps) if i in chosen and random_start else x for i, x in enumerate(images)]
     loss0, grad0, fooled0 = value_and_grad(x0)
     found0, fooled_any0 = keep_fooling(list(x0), tf.zeros([batch], tf.bool), x0, fooled0)
     step = tf.fill([batch], 2.0) * eps

@@ -224,52 +224,66 @@ def robust_accuracy(model, datasets, spec, protocol="paper", eot=20, draws=10, s
     out = {}
     for task, ds in datasets.items():
         ev = make(task)
-        crafters = [(name, r) for name in ev.components for r in range(spec.restarts)]
-        start, count = time.time(), 0
-        clean_frac, clean_vote, worst_frac, worst_vote = [], [], [], []
-        by_attack = {name: [] for name in ev.components}
-        loss_clean, loss_adv = [], []
-        for b, (images, labels) in enumerate(ds):
-            if limit is not None and count >= limit:
-                break
-            keep = int(labels[task].shape[0]) if limit is None else min(int(labels[task].shape[0]), limit - count)
-            images = [x[:keep] for x in images]
-            labels = {t: y[:keep] for t, y in labels.items()}
-            if spec.loss == "task":
-                labels = {task: labels[task]}
-            y = labels[task].numpy()
-            rows = np.arange(keep)
-            votes = ev.votes(images)[task]
-            n = votes[0].sum()
-            clean_frac.append(votes[rows, y] / n)
-            clean_vote.append(votes.argmax(1) == y)
-            frac, vote = np.ones(keep), np.ones(keep, bool)
-            attack_frac = {name: np.ones(keep) for name in ev.components}
-            for name, r in crafters:
-                adv = ev.craft(name, images, labels, (seed + 1000 * r, b), spec)
-                adv_votes = ev.votes(adv)[task]
-                f = adv_votes[rows, y] / n
-                frac, vote = np.minimum(frac, f), vote & (adv_votes.argmax(1) == y)
-                attack_frac[name] = np.minimum(attack_frac[name], f)
-                if r == 0 and name == ev.components[0]:
-                    loss_clean.append(ev.mean_loss(images, labels) * keep)
-                    loss_adv.append(ev.mean_loss(adv, labels) * keep)
-            worst_frac.append(frac)
-            worst_vote.append(vote)
-            for name in ev.components:
-                by_attack[name].append(attack_frac[name])
-            count += keep
+        start, items, attacks, losses = time.time(), [], [], []
+        for b, images, labels in _batches(ds, task, limit, spec.loss):
+            item, by_attack, loss = _score_batch(ev, task, b, images, labels, spec, seed)
+            items.append(item)
+            attacks.append(by_attack)
+            losses.append(loss)
             if log:
-                log(f"  {task}: {count} images, robust accuracy so far {np.concatenate(worst_frac).mean():.3f} "
+                worst = np.concatenate([i["robust"] for i in items])
+                log(f"  {task}: {len(worst)} images, robust accuracy so far {worst.mean():.3f} "
                     f"({time.time() - start:.0f} s)")
-        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)
-        result = {"count": count, "clean_accuracy": float(cat(clean_frac).mean()) if count else 0.0,
-                  "robust_accuracy": float(cat(worst_frac).mean()) if count else 0.0,
-                  "by_attack": {k: float(cat(v).mean()) if count else 0.0 for k, v in by_attack.items()},
-                  "loss_clean": sum(loss_clean) / max(count, 1), "loss_adversarial": sum(loss_adv) / max(count, 1),
-                  "seconds": time.time() - start}
-        if ev.passes > 1:
-            result["clean_majority_accuracy"] = float(cat(clean_vote).mean()) if count else 0.0
-            result["robust_majority_accuracy"] = float(cat(worst_vote).mean()) if count else 0.0
-        out[task] = result
+        out[task] = _summary(items, attacks, losses, ev, time.time() - start)
     return out
+
+
+def _batches(ds, task, limit, loss):
+    """(batch index, images, labels) of `ds`, cut to `limit` items in all; the labels are those the
+    attack maximises the loss of: every task's ("tmtl") or the scored task's ("task")."""
+    count = 0
+    for b, (images, labels) in enumerate(ds):
+        if limit is not None and count >= limit:
+            return
+        keep = int(labels[task].shape[0]) if limit is None else min(int(labels[task].shape[0]), limit - count)
+        labels = {t: y[:keep] for t, y in labels.items() if loss != "task" or t == task}
+        count += keep
+        yield b, [x[:keep] for x in images], labels
+
+
+def _score_batch(ev, task, b, images, labels, spec, seed):
+    """One batch of `task`, per item: the clean and worst-case fraction of draws classified right and
+    majority votes ({clean, clean_vote, robust, robust_vote}), each crafter's worst fraction, and the
+    first crafter's summed (clean, adversarial) loss."""
+    y = labels[task].numpy()
+    rows = np.arange(len(y))
+    votes = ev.votes(images)[task]
+    n = votes[0].sum()
+    item = {"clean": votes[rows, y] / n, "clean_vote": votes.argmax(1) == y,
+            "robust": np.ones(len(y)), "robust_vote": np.ones(len(y), bool)}
+    by_attack, losses = {name: np.ones(len(y)) for name in ev.components}, None
+    for name in ev.components:
+        for r in range(spec.restarts):
+            adv = ev.craft(name, images, labels, (seed + 1000 * r, b), spec)
+            adv_votes = ev.votes(adv)[task]
+            right = adv_votes[rows, y] / n
+            item["robust"] = np.minimum(item["robust"], right)
+            item["robust_vote"] &= adv_votes.argmax(1) == y
+            by_attack[name] = np.minimum(by_attack[name], right)
+            if losses is None:
+                losses = (ev.mean_loss(images, labels) * len(y), ev.mean_loss(adv, labels) * len(y))
+    return item, by_attack, losses
+
+
+def _summary(items, attacks, losses, ev, seconds):
+    """robust_accuracy's result for one task from its batches' `_score_batch` parts."""
+    count = sum(len(i["clean"]) for i in items)
+    mean = lambda key, parts: float(np.concatenate([p[key] for p in parts]).mean()) if count else 0.0
+    result = {"count": count, "clean_accuracy": mean("clean", items), "robust_accuracy": mean("robust", items),
+              "by_attack": {name: mean(name, attacks) for name in ev.components},
+              "loss_clean": sum(l[0] for l in losses) / max(count, 1),
+              "loss_adversarial": sum(l[1] for l in losses) / max(count, 1), "seconds": seconds}
+    if ev.passes > 1:
+        result["clean_majority_accuracy"] = mean("clean_vote", items)
+        result["robust_majority_accuracy"] = mean("robust_vote", items)
+    return result

@@ -65,6 +65,24 @@ def project(x_adv, x, eps):
     return tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)
 
 
+def uniform_start(x, modality, seed, eps):
+    """`x` moved to a uniform random point of its eps-ball (inside [0, 1]). The noise comes from the
+    stateless `seed` offset by the modality's index, drawn for the global batch and cut to this
+    replica's rows (`replica_random`), so an example starts at the same point on any number of
+    replicas."""
+    noise = global_batch_draw(lambda shape: tf.random.stateless_uniform(
+        shape, seed + [0, 7919 * (modality + 1)], -1.0, 1.0, dtype=x.dtype), tf.shape(x))
+    return project(x + eps * noise, x, eps)
+
+
+def logit_margin(labels, logits):
+    """Per sample z_y - max_{i != y} z_i (float32): positive while the sample is classified right."""
+    logits = tf.cast(logits, tf.float32)
+    labels = tf.cast(labels, tf.int32)
+    true = tf.gather(logits, labels, batch_dims=1)
+    return true - tf.reduce_max(logits - 1e9 * tf.one_hot(labels, logits.shape[-1]), axis=-1)
+
+
 def split_fooled(out):
     """(losses, fooled or None) of a loss function's output (see the module docstring)."""
     return out if isinstance(out, tuple) else (out, None)
@@ -117,14 +135,8 @@ def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None, budget=None)
     eps, step = tf.cast(eps, images[0].dtype), tf.cast(step, images[0].dtype)
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
 
-    def start(i, x):
-        if i not in chosen or not attack.starts_randomly:
-            return x
-        noise = global_batch_draw(lambda shape: tf.random.stateless_uniform(
-            shape, seed + [0, 7919 * (i + 1)], -1.0, 1.0, dtype=x.dtype), tf.shape(x))
-        return project(x + eps * noise, x, eps)
-
-    x_adv = [start(i, x) for i, x in enumerate(images)]
+    x_adv = [uniform_start(x, i, seed, eps) if i in chosen and attack.starts_randomly else x
+             for i, x in enumerate(images)]
     momentum = [tf.zeros_like(x) for x in images]
     found, fooled_any = list(x_adv), tf.zeros([tf.shape(images[0])[0]], tf.bool)
     for _ in tf.range(steps):
@@ -156,15 +168,12 @@ def dlr_loss(labels, logits):
     -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12). With fewer than 3 classes the ratio is
     constant in sign, so the denominator is 1 there (the plain margin, Carlini-Wagner's loss)."""
     logits = tf.cast(logits, tf.float32)
-    classes = logits.shape[-1]
-    true = tf.gather(logits, labels, batch_dims=1)
-    other = tf.reduce_max(logits - 1e9 * tf.one_hot(labels, classes), axis=-1)
-    if classes >= 3:
+    if logits.shape[-1] >= 3:
         top = tf.math.top_k(logits, 3).values
         scale = top[:, 0] - top[:, 2] + 1e-12
     else:
         scale = 1.0
-    return -(true - other) / scale
+    return -logit_margin(labels, logits) / scale
 
 
 def per_sample_loss(labels, logits, kind="ce", weights=None):

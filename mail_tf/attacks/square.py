@@ -12,17 +12,12 @@ is why it is the gradient-masking check of ROBUSTNESS_EVAL.md.
 import numpy as np
 import tensorflow as tf
 
+from mail_tf.attacks.gradient import logit_margin
+
 
 def margin_loss(labels, logits):
     """sum_t max(z_y - max_{i != y} z_i, 0) per sample (0: every task misclassified)."""
-    total = 0.0
-    for t, y in labels.items():
-        z = tf.cast(logits[t], tf.float32)
-        y = tf.cast(y, tf.int32)
-        true = tf.gather(z, y, batch_dims=1)
-        other = tf.reduce_max(z - 1e9 * tf.one_hot(y, z.shape[-1]), axis=-1)
-        total += tf.nn.relu(true - other)
-    return total
+    return tf.add_n([tf.nn.relu(logit_margin(y, logits[t])) for t, y in labels.items()])
 
 
 def square_fraction(p_init, query, queries):

@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from mail_tf.attacks.gradient import per_sample_loss
+
 
 def tmtl_loss(labels, logits, weights=None, global_batch_size=None):
     """sum_t weights[t] * mean sparse CE(labels[t], logits[t]).
@@ -11,16 +13,7 @@ def tmtl_loss(labels, logits, weights=None, global_batch_size=None):
     global_batch_size: under a distribution strategy, the batch size summed over replicas; each
     replica then returns its share (sum / global size) and the shares add up to the mean.
     """
-    tasks = list(logits)
-    if weights is None:
-        weights = {t: 1.0 / len(tasks) for t in tasks}
-    total = 0.0
-    for t in tasks:
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(labels[t], tf.int32), logits=tf.cast(logits[t], tf.float32))
-        if global_batch_size is None:
-            ce = tf.reduce_mean(ce)
-        else:
-            ce = tf.reduce_sum(ce) / tf.cast(global_batch_size, tf.float32)
-        total += weights[t] * ce
-    return total
+    per_sample = per_sample_loss(labels, logits, "ce", weights)
+    if global_batch_size is None:
+        return tf.reduce_mean(per_sample)
+    return tf.reduce_sum(per_sample) / tf.cast(global_batch_size, tf.float32)
