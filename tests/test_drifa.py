@@ -83,8 +83,12 @@ def test_mifa_applies_one_attention_to_every_modality():
 def test_rra_shapes_and_shortcut_check():
     block = RRA(16, strides=2, projection=True)
     assert block(tf.zeros((1, 8, 8, 8))).shape == (1, 4, 4, 16)
-    with pytest.raises(ValueError, match="identity shortcut needs 16 input channels"):
-        RRA(16)(tf.zeros((1, 8, 8, 8)))
+    # One shortcut policy for every residual block (the specs'): identity unless strided or asked.
+    from mail_tf.layers import ERLA, ResidualBlock
+
+    for block in (RRA, ERLA, ResidualBlock):
+        with pytest.raises(ValueError, match="identity shortcut needs 16 input channels"):
+            block(16)(tf.zeros((1, 8, 8, 8)))
 
 
 def _small(mc_dropout=False):

@@ -11,7 +11,9 @@ import tensorflow as tf
 
 from mail_tf.layers.batch_norm import BatchNormalization
 from mail_tf.layers.gates import sigmoid_gate
+from mail_tf.layers.residual import ShortcutBlock
 from mail_tf.layers.serialization import register
+from mail_tf.layers.shapes import check_rank4
 
 
 def _gap(x):
@@ -20,13 +22,6 @@ def _gap(x):
 
 def _gmp(x):
     return tf.reduce_max(x, axis=(1, 2))
-
-
-def _check_rank4(layer, shape):
-    if len(shape) != 4 or shape[-1] is None:
-        raise ValueError(f"{layer.name}: expected (batch, height, width, channels) with known channels, "
-                         f"got {tuple(shape)}")
-    return int(shape[-1])
 
 
 def _pointwise(units, name):
@@ -49,7 +44,7 @@ class MFA(keras.layers.Layer):
     """
 
     def build(self, input_shape):
-        c = _check_rank4(self, input_shape)
+        c = check_rank4(self, input_shape)
         self.convs = [_pointwise(c, f"conv_{k}") for k in "abcdef"]
         for conv in self.convs:
             conv.build((None, c))
@@ -97,7 +92,7 @@ class MIFA(keras.layers.Layer):
         if len({s[1:] for s in shapes}) != 1:
             raise ValueError(f"{self.name}: every modality must have the same (height, width, channels) "
                              f"here; got {[s[1:] for s in shapes]}. Give all modalities the same image size.")
-        c = _check_rank4(self, shapes[0])
+        c = check_rank4(self, shapes[0])
         self.dense = _pointwise(c, "mgifa_dense")
         self.dense.build((None, c))
         self.convs = [_pointwise(c, f"mlifa_conv_{i + 1}") for i in range(self.modalities)]
@@ -128,21 +123,14 @@ class MIFA(keras.layers.Layer):
 
 
 @register
-class RRA(keras.layers.Layer):
+class RRA(ShortcutBlock):
     """Robust residual attention block (§2.1): a ResNet basic block with an MFA between each 3x3
     conv and its BN: ReLU(BN(MFA(conv(ReLU(BN(MFA(conv_s(x))))))) + shortcut(x)); the shortcut is
     BN(1x1 conv, stride s) when s != 1 or `projection`, else the identity. Convs carry biases."""
 
-    def __init__(self, filters, strides=1, projection=False, **kwargs):
-        super().__init__(**kwargs)
-        self.filters, self.strides, self.projection = filters, strides, projection
-
     def build(self, input_shape):
-        c_in = _check_rank4(self, input_shape)
+        check_rank4(self, input_shape)
         f, s = self.filters, self.strides
-        if not self.projection and s == 1 and c_in != f:
-            raise ValueError(f"{self.name}: the identity shortcut needs {f} input channels, got {c_in}; "
-                             f"set projection=True")
         self.conv1 = keras.layers.Conv2D(f, 3, strides=s, padding="same", name="conv1")
         self.mfa1, self.bn1 = MFA(name="mfa1"), BatchNormalization(name="bn1")
         self.conv2 = keras.layers.Conv2D(f, 3, padding="same", name="conv2")
@@ -152,24 +140,9 @@ class RRA(keras.layers.Layer):
         out = self.conv1.compute_output_shape(shape)
         for layer in (self.mfa1, self.bn1, self.conv2, self.mfa2, self.bn2):
             layer.build(out)
-        self.shortcut = None
-        if self.projection or s != 1:
-            self.shortcut = keras.layers.Conv2D(f, 1, strides=s, padding="same", name="shortcut")
-            self.shortcut_bn = BatchNormalization(name="shortcut_bn")
-            self.shortcut.build(shape)
-            self.shortcut_bn.build(out)
+        self._build_shortcut(shape)
 
     def call(self, x, training=None):
         y = tf.nn.relu(self.bn1(self.mfa1(self.conv1(x)), training=training))
         y = self.bn2(self.mfa2(self.conv2(y)), training=training)
-        shortcut = x if self.shortcut is None else self.shortcut_bn(self.shortcut(x), training=training)
-        return tf.nn.relu(y + shortcut)
-
-    def compute_output_shape(self, input_shape):
-        b, h, w, _ = input_shape
-        s = self.strides
-        return (b, None if h is None else -(-h // s), None if w is None else -(-w // s), self.filters)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                "projection": self.projection}
+        return tf.nn.relu(y + self._shortcut(x, training))

@@ -10,17 +10,12 @@ from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initialize
 from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
 from mail_tf.layers.random_projection import RandomProjectionDepthwiseConv2D, RandomProjectionPointwiseConv2D
 from mail_tf.layers.serialization import register, saved_before
+from mail_tf.layers.shapes import check_rank4
 
 GPC_GROUPS = 16      # groups of the group point-wise conv in MSGDC (notebook)
 SHUFFLE_GROUPS = 16  # channel shuffle groups in EMILA (notebook)
 FUSE_GROUPS = 2      # groups of the 1x1 conv that fuses the shuffled MSGDC output (notebook)
 CA_POOLS = ("paper", "notebook")
-
-
-def _check_rank4(layer, shape):
-    if len(shape) != 4 or shape[-1] is None:
-        raise ValueError(f"{layer.name}: expected a (batch, height, width, channels) input with known "
-                         f"channels, got shape {tuple(shape)}")
 
 
 @register
@@ -66,7 +61,7 @@ class MSGDC(keras.layers.Layer):
                 for k in self.kernel_sizes]
 
     def build(self, input_shape):
-        _check_rank4(self, input_shape)
+        check_rank4(self, input_shape)
         self.pointwise.build(input_shape)
         for dw in self.depthwise:
             dw.build(input_shape)
@@ -112,7 +107,7 @@ class ChannelAttention(keras.layers.Layer):
         self.noise = (AttentionNoise(man_sigma, man_init, man_decay, name="man") if man_sigma else None)
 
     def build(self, input_shape):
-        _check_rank4(self, input_shape)
+        check_rank4(self, input_shape)
         c = input_shape[-1]
         if c < self.reduction:
             raise ValueError(f"{self.name}: {c} channels is fewer than the reduction {self.reduction}")
@@ -170,7 +165,7 @@ class EMILA(keras.layers.Layer):
         self.residual_bn = BatchNormalization(name="residual_bn")
 
     def build(self, input_shape):
-        _check_rank4(self, input_shape)
+        check_rank4(self, input_shape)
         self.msgdc.build(input_shape)
         mixed = self.msgdc.compute_output_shape(input_shape)
         self.shuffle.build(mixed)
@@ -225,8 +220,11 @@ def _defense_config(layer):
     return {**_rpf_config(layer), **_man_config(layer)}
 
 
-class _Residual(keras.layers.Layer):
-    """Shared shortcut logic: identity, or BN(1x1 conv, stride s) when the shape changes."""
+class ShortcutBlock(keras.layers.Layer):
+    """A residual block's shortcut as MAIL_SPEC and DRIFA_NET_SPEC give it: BN(1x1 conv, stride s)
+    when s != 1 or `projection`, else the identity, which needs as many input channels as filters
+    (a mismatch is an error, not a silent projection). Subclasses build their path, then
+    `_build_shortcut`, and add `_shortcut(x)` to it."""
 
     def __init__(self, filters, strides=1, projection=False, shortcut_bias=True, **kwargs):
         super().__init__(**kwargs)
@@ -236,8 +234,11 @@ class _Residual(keras.layers.Layer):
         self._shortcut_bias = shortcut_bias
 
     def _build_shortcut(self, input_shape):
-        _check_rank4(self, input_shape)
-        self.use_projection = self.projection or self.strides != 1 or input_shape[-1] != self.filters
+        channels = check_rank4(self, input_shape)
+        self.use_projection = self.projection or self.strides != 1
+        if not self.use_projection and channels != self.filters:
+            raise ValueError(f"{self.name}: the identity shortcut needs {self.filters} input channels, got "
+                             f"{channels}; set projection=True")
         if self.use_projection:
             self.shortcut = keras.layers.Conv2D(self.filters, 1, strides=self.strides,
                                                 use_bias=self._shortcut_bias, name="shortcut")
@@ -262,7 +263,7 @@ class _Residual(keras.layers.Layer):
 
 @register
 @saved_before(ca_pools="notebook", depthwise_init="keras", zero_init_residual=False, rpf_standardize=False)
-class ERLA(_Residual):
+class ERLA(ShortcutBlock):
     """ERLA (Eq. 1, notebook form): ReLU(shortcut(x) + BN(PW(EMILA_1(ReLU(BN(EMILA_s(x))))))).
 
     PW is a plain 1x1 conv: the paper writes GPC, the notebook's plain 1x1 is what matches the
@@ -304,7 +305,7 @@ class ERLA(_Residual):
 
 
 @register
-class ResidualBlock(_Residual):
+class ResidualBlock(ShortcutBlock):
     """Plain ResNet basic block (He et al. 2016): the ERLA ablation and the reference network."""
 
     def __init__(self, filters, strides=1, projection=False, **kwargs):

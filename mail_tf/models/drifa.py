@@ -3,9 +3,10 @@ layout of RRA blocks, MIFA across modalities after every block, one logits head 
 
 import keras
 
-from mail_tf.layers import BatchNormalization, Dropout, MCDropout, SameBatch
+from mail_tf.layers import Dropout, MCDropout
 from mail_tf.layers.drifa import MFA, MIFA, RRA
-from mail_tf.models.mail import STAGE_WIDTHS, normalise_shapes, normalise_tasks, scaled_width
+from mail_tf.models.common import (STAGE_WIDTHS, modality_inputs, normalise_shapes, normalise_tasks,
+                                   scaled_width, stem)
 
 # (stage, first block of the stage): 8 blocks, widths 64-512, first-block strides 1/2/2/2.
 BLOCKS = [(stage, b) for stage in range(4) for b in range(2)]
@@ -32,15 +33,8 @@ def build_drifa_net(num_classes, input_shape=(128, 128, 3), width=1.0, dropout=0
     widths = [scaled_width(w, width) for w in STAGE_WIDTHS]
     dropout_cls = MCDropout if mc_dropout else Dropout
 
-    inputs = [keras.Input(shape, name=f"{task}_image") for (task, _), shape in zip(tasks, shapes)]
-    xs = []
-    for (task, _), x in zip(tasks, SameBatch(name="same_batch")(inputs) if m > 1 else inputs):
-        x = keras.layers.Conv2D(widths[0], 7, strides=2, padding="same", name=f"{task}_stem_conv")(x)
-        x = MFA(name=f"{task}_stem_mfa")(x)
-        x = BatchNormalization(name=f"{task}_stem_bn")(x)
-        x = keras.layers.ReLU(name=f"{task}_stem_relu")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"{task}_stem_pool")(x)
-        xs.append(x)
+    inputs, branches = modality_inputs(tasks, shapes)
+    xs = [stem(x, task, widths[0], attention=MFA(name=f"{task}_stem_mfa")) for (task, _), x in zip(tasks, branches)]
 
     for k, (stage, b) in enumerate(BLOCKS, start=1):
         strides = 2 if (b == 0 and stage > 0) else 1

@@ -3,44 +3,12 @@ one logits head per task on the concatenated branches."""
 
 import keras
 
-from mail_tf.layers import EMCAM, ERLA, FUSIONS, BatchNormalization, Dropout, MCDropout, ResidualBlock, SameBatch
+from mail_tf.layers import EMCAM, ERLA, FUSIONS, Dropout, MCDropout, ResidualBlock
+from mail_tf.models.common import (STAGE_WIDTHS, modality_inputs, normalise_shapes, normalise_tasks,
+                                   scaled_width, stem)
 
 BACKBONES = {"resnet18": (2, 2, 2, 2), "resnet50": (3, 4, 6, 3)}
 BLOCKS = {"erla": ERLA, "plain": ResidualBlock}
-STAGE_WIDTHS = (64, 128, 256, 512)
-MIN_IMAGE_SIZE = 32  # the branches downsample by 32
-
-
-def scaled_width(width, multiplier):
-    """Width times the multiplier, rounded to a multiple of 16 (the GPC and shuffle groups)."""
-    return max(16, int(round(width * multiplier / 16)) * 16)
-
-
-def normalise_tasks(num_classes):
-    if isinstance(num_classes, dict):
-        tasks = list(num_classes.items())
-    else:
-        tasks = [(f"task{i + 1}", n) for i, n in enumerate(num_classes)]
-    if not tasks:
-        raise ValueError("num_classes is empty: give one class count per modality/task")
-    for name, n in tasks:
-        if not isinstance(n, int) or n < 2:
-            raise ValueError(f"task {name!r}: the class count must be an integer >= 2, got {n!r}")
-    return tasks
-
-
-def normalise_shapes(input_shape, m, network="MAIL"):
-    shapes = [tuple(input_shape)] * m if not isinstance(input_shape[0], (list, tuple)) else [
-        tuple(s) for s in input_shape]
-    if len(shapes) != m:
-        raise ValueError(f"got {len(shapes)} input shapes for {m} modalities")
-    for s in shapes:
-        if len(s) != 3 or s[0] is None or s[1] is None or s[2] not in (1, 3):
-            raise ValueError(f"input shape must be (height, width, 1 or 3 channels), got {s}")
-        if min(s[:2]) < MIN_IMAGE_SIZE:
-            raise ValueError(f"image size {s[:2]} is too small: {network} downsamples by 32, so height and "
-                             f"width must be at least {MIN_IMAGE_SIZE}")
-    return shapes
 
 
 def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", width=1.0, block="erla",
@@ -98,15 +66,9 @@ def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", widt
     emcam_settings = dict(attention_init=attention_init, depthwise_init=depthwise_init, **(emcam_settings or {}))
     dropout_cls = MCDropout if mc_dropout else Dropout
 
-    inputs = [keras.Input(shape, name=f"{task}_image") for (task, _), shape in zip(tasks, shapes)]
-    xs = []
-    for (task, _), x in zip(tasks, SameBatch(name="same_batch")(inputs) if m > 1 else inputs):
-        x = keras.layers.Rescaling(2.0, offset=-1.0, name=f"{task}_normalize")(x)
-        x = keras.layers.Conv2D(widths[0], 7, strides=2, padding="same", name=f"{task}_stem_conv")(x)
-        x = BatchNormalization(name=f"{task}_stem_bn")(x)
-        x = keras.layers.ReLU(name=f"{task}_stem_relu")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"{task}_stem_pool")(x)
-        xs.append(x)
+    inputs, branches = modality_inputs(tasks, shapes)
+    xs = [stem(keras.layers.Rescaling(2.0, offset=-1.0, name=f"{task}_normalize")(x), task, widths[0])
+          for (task, _), x in zip(tasks, branches)]
 
     for stage, (blocks, filters) in enumerate(zip(BACKBONES[backbone], widths), start=1):
         for b in range(blocks):

@@ -34,7 +34,7 @@ import tensorflow as tf
 from mail_tf import data as mdata
 from mail_tf.layers.noise import noise_layers
 from mail_tf.layers.walk import sublayers
-from mail_tf.models.mail import MIN_IMAGE_SIZE
+from mail_tf.models.common import MIN_IMAGE_SIZE
 from mail_tf.models.registry import PRESETS
 from mail_tf.training.averaging import WeightAverage
 from mail_tf.training.decay import decayed_kernels
