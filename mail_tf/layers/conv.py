@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mail_tf.layers.checks import check_groups
 from mail_tf.layers.serialization import register
 
 
@@ -81,13 +82,8 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         self.input_order = None
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None or channels % self.groups:
-            raise ValueError(
-                f"{self.name}: input channels ({channels}) must be divisible by groups={self.groups}; "
-                f"input shape {tuple(input_shape)}")
         self.kernel = self.add_weight(
-            name="kernel", shape=(1, 1, channels // self.groups, self.filters),
+            name="kernel", shape=(1, 1, check_groups(self, input_shape, self.groups), self.filters),
             initializer=self.kernel_initializer, regularizer=self.kernel_regularizer)
         self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
                      if self.use_bias else None)

@@ -13,7 +13,7 @@ from mail_tf.layers.batch_norm import BatchNormalization
 from mail_tf.layers.gates import sigmoid_gate
 from mail_tf.layers.residual import ShortcutBlock
 from mail_tf.layers.serialization import register
-from mail_tf.layers.shapes import check_rank4
+from mail_tf.layers.checks import check_rank4
 
 
 def _gap(x):

@@ -17,6 +17,7 @@ delta's mean and minimum per epoch.
 import keras
 import tensorflow as tf
 
+from mail_tf.layers.checks import check_non_negative, check_positive
 from mail_tf.layers.replica_random import global_batch_draw
 from mail_tf.layers.serialization import register
 from mail_tf.layers.walk import layer_switches, sublayers
@@ -43,10 +44,8 @@ class AttentionNoise(keras.layers.Layer):
 
     def __init__(self, sigma=DEFAULT_SIGMA, initial_weight=DEFAULT_INIT, weight_decay=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not sigma > 0:
-            raise ValueError(f"{self.name}: the noise sigma must be positive, got {sigma!r}")
-        if not weight_decay >= 0:
-            raise ValueError(f"{self.name}: weight_decay must be >= 0, got {weight_decay!r}")
+        check_positive(self, "the noise sigma", sigma)
+        check_non_negative(self, "weight_decay", weight_decay)
         self.sigma = sigma
         self.initial_weight = initial_weight
         self.weight_decay = weight_decay

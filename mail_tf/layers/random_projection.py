@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mail_tf.layers.checks import check_groups, check_non_negative, check_positive
 from mail_tf.layers.conv import GroupedPointwiseConv2D, depthwise_initializer
 from mail_tf.layers.serialization import register, saved_before
 from mail_tf.layers.walk import sublayers
@@ -64,10 +65,8 @@ class _RandomFilters:
 
     def _init_random(self, random_ratio, weight_decay, seed, std_scale, standardize):
         _check_ratio(self, random_ratio)
-        if not std_scale > 0:
-            raise ValueError(f"{self.name}: std_scale must be positive, got {std_scale!r}")
-        if not weight_decay >= 0:
-            raise ValueError(f"{self.name}: weight_decay must be >= 0, got {weight_decay!r}")
+        check_positive(self, "std_scale", std_scale)
+        check_non_negative(self, "weight_decay", weight_decay)
         self.random_ratio = random_ratio
         self.std_scale = std_scale
         self.standardize = bool(standardize)
@@ -129,12 +128,7 @@ class RandomProjectionPointwiseConv2D(_RandomFilters, GroupedPointwiseConv2D):
         self._order = assembly_order(filters, self.random_filters)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None or channels % self.groups:
-            raise ValueError(
-                f"{self.name}: input channels ({channels}) must be divisible by groups={self.groups}; "
-                f"input shape {tuple(input_shape)}")
-        cin = channels // self.groups
+        cin = check_groups(self, input_shape, self.groups)
         self.kernel = self.add_weight(
             name="kernel", shape=(1, 1, cin, self.filters - self.random_filters),
             initializer=self.kernel_initializer)

@@ -10,7 +10,7 @@ from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initialize
 from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
 from mail_tf.layers.random_projection import RandomProjectionDepthwiseConv2D, RandomProjectionPointwiseConv2D
 from mail_tf.layers.serialization import register, saved_before
-from mail_tf.layers.shapes import check_rank4
+from mail_tf.layers.checks import check_rank4
 
 GPC_GROUPS = 16      # groups of the group point-wise conv in MSGDC (notebook)
 SHUFFLE_GROUPS = 16  # channel shuffle groups in EMILA (notebook)
