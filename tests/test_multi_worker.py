@@ -42,9 +42,10 @@ def start_workers(run, logs, extra=()):
     for index in range(2):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
                                                       "task": {"type": "worker", "index": index}})}
-        procs.append(subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY, "--strategy", "multi_worker",
-                                       "--run", str(run), *extra], env=env,
-                                      stdout=open(logs[index], "w"), stderr=subprocess.STDOUT, text=True))
+        with open(logs[index], "w") as log:     # the worker writes through its own copy of the handle
+            procs.append(subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY, "--strategy",
+                                           "multi_worker", "--run", str(run), *extra], env=env,
+                                          stdout=log, stderr=subprocess.STDOUT, text=True))
     return procs
 
 

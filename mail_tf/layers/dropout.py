@@ -4,7 +4,7 @@ variant that stays on at inference."""
 import keras
 import tensorflow as tf
 
-from mail_tf.layers.replica_random import global_batch_draw
+from mail_tf.layers.replica_random import global_batch_draw, split_over_replicas
 from mail_tf.layers.serialization import register
 
 
@@ -15,9 +15,9 @@ class Dropout(keras.layers.Dropout):
     (`replica_random`); Keras's own would give example i of every replica the same mask."""
 
     def call(self, inputs, training=False):
-        ctx = tf.distribute.get_replica_context()
+        # Keras's own call wherever it is already right: it keeps one-device numerics bit for bit.
         batch_shared = self.noise_shape is not None and self.noise_shape[0] is not None
-        if not (training and self.rate > 0) or ctx is None or ctx.num_replicas_in_sync == 1 or batch_shared:
+        if not (training and self.rate > 0) or split_over_replicas() is None or batch_shared:
             return super().call(inputs, training=training)
         shape = tf.shape(inputs)
         if self.noise_shape is not None:

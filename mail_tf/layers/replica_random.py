@@ -11,11 +11,18 @@ every example gets the value it gets on one device. With one replica it is the p
 import tensorflow as tf
 
 
+def split_over_replicas():
+    """The replica context when a traced step runs on several replicas, else None (one device, or
+    cross-replica code): the only case in which a draw must be taken for the global batch."""
+    ctx = tf.distribute.get_replica_context()
+    return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
+
+
 def global_batch_draw(draw, shape):
     """draw(shape) -> random tensor with the batch on axis 0, as this replica's rows of the draw
     for the global batch. shape: the local shape (a tensor or list; axis 0 the local batch)."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
+    ctx = split_over_replicas()
+    if ctx is None:
         return draw(shape)
     shape = tf.convert_to_tensor(shape, tf.int32)
     local = shape[:1]
