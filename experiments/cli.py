@@ -44,3 +44,23 @@ def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=2)
     print(f"wrote {path}")
+
+
+def define_flags(settings, module_name):
+    """One absl flag per (name, type, default, help, choices) -- e.g. `TrainConfig.flag_settings()`,
+    so a setting is defined, documented and defaulted in one place -- attributed to `module_name`
+    (the entry point's --help and docs/CLI.md list them). Returns the names."""
+    import sys
+
+    from absl import flags
+
+    if module_name == "__main__":      # absl files the main module's flags under its script path
+        module_name = sys.argv[0]
+    define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+              list: flags.DEFINE_list, str: flags.DEFINE_string}
+    for name, kind, default, text, choices in settings:
+        if choices:
+            flags.DEFINE_enum(name, default, list(choices), text, module_name=module_name)
+        else:
+            define[kind](name, default, text, module_name=module_name)
+    return tuple(name for name, *_ in settings)

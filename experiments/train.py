@@ -19,73 +19,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from experiments.cli import number_list  # noqa: E402
+from experiments.cli import define_flags, number_list  # noqa: E402
+from mail_tf.training.config import TrainConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "medmnist", "Named experiment or KIND[:OPTION]=ROOT,... spec.")
-flags.DEFINE_string("model", "mail_rn18", "Model preset (mail = mail_rn18, mail_rn50, robust_mail, resnet18_pair, "
-                    "resnet50_pair, drifa_net).")
-flags.DEFINE_float("width", 1.0, "Width multiplier of the model (1.0: the paper's widths).")
 flags.DEFINE_multi_string("model_option", None, "NAME=VALUE builder argument of the model preset, repeatable, e.g. "
                           "rpf_ratio=0.5, man=false, man_sigma=0.3, rpf_erla=false (Robust-MAIL's switches).")
-flags.DEFINE_bool("adversarial", False, "Adversarial training (Algorithm 2): update on attacks crafted per batch.")
-flags.DEFINE_enum("adv_method", "pgd", ["fgsm", "bim", "pgd", "mim"], "Attack used for adversarial training.")
-flags.DEFINE_float("adv_eps", 4 / 255, "l-inf radius of the training attack, in [0, 1] pixel units.")
-flags.DEFINE_float("adv_step", None, "Step of the training attack (default adv_eps / 4).")
-flags.DEFINE_integer("adv_iters", 10, "Iterations of the training attack (k of Algorithm 2).")
-flags.DEFINE_float("adv_clean_weight", 0.0, "w in [0, 1): train on (1 - w) * L(X*) + w * L(X), the adversarial and "
-                   "clean losses mixed; 0 (Algorithm 2) trains on the adversarial batch only.")
-flags.DEFINE_integer("epochs", 100, "Maximum epochs (medmnist: 20).")
-flags.DEFINE_integer("image_size", 128, "Square input size (medmnist: 48).")
-flags.DEFINE_integer("batch_size", 32, "Image pairs per step (medmnist: 64).")
-flags.DEFINE_integer("seed", 0, "Seed of initialisation, splits, pairing, shuffling and augmentation.")
-flags.DEFINE_enum("optimizer", "adam", ["adam", "adamw", "sgd"], "adam: the notebook's; sgd: the paper's.")
-flags.DEFINE_float("learning_rate", None, "Initial learning rate (default adam 1e-4, sgd 1e-3; medmnist 1e-3).")
-flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay on kernels (applied by the optimiser).")
-flags.DEFINE_float("l2", 0.0, "L2 penalty on conv/dense kernels added to the loss.")
-flags.DEFINE_list("loss_weights", None, "TMTL weight per task, in task order (default 1/T each).")
-flags.DEFINE_enum("lr_schedule", "plateau", ["plateau", "cosine"], "plateau: ReduceLROnPlateau on the "
-                  "validation loss (the paper's); cosine: decay to --min_lr over --epochs (medmnist).")
-flags.DEFINE_float("lr_factor", 0.1, "ReduceLROnPlateau factor on the validation loss.")
-flags.DEFINE_integer("lr_patience", 10, "Plateau schedule: epochs without improvement before the LR drops.")
-flags.DEFINE_float("min_lr", 1e-6, "Floor of the learning rate.")
-flags.DEFINE_integer("early_stopping_patience", 20, "Epochs without improvement before stopping; 0: off "
-                     "(medmnist: 8).")
-flags.DEFINE_float("bn_momentum", None, "BatchNorm moving-average momentum (default: the model's 0.99; "
-                   "medmnist: 0.9).")
-flags.DEFINE_bool("paper_augment", True, "The paper's 4x augmented training set (medmnist: off).")
-flags.DEFINE_bool("random_augment", False, "Random rotation/translation on the fly (medmnist: on).")
-flags.DEFINE_bool("shuffle_pairs", False, "Draw new cross-modality partners every epoch instead of one "
-                  "fixed pairing.")
-flags.DEFINE_float("ema_decay", 0.0, "Per-step decay of an exponential moving average of the weights (and BN "
-                   "statistics) that is validated, kept and exported instead of the raw weights, e.g. 0.995; "
-                   "0: off (the default).")
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"], "Mixed precision (GPU).")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (GPU; slower on CPU).")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
-                  "tf.distribute strategy: one device, this machine's devices, or the workers of TF_CONFIG "
-                  "(MultiWorkerMirroredStrategy; the chief alone writes --run).")
-flags.DEFINE_string("data_dir", None, "Folder holding the downloaded datasets (default $MAIL_TF_DATA_DIR or ./data).")
-flags.DEFINE_string("manifest", None, "Reuse the splits of this split manifest (splits.json).")
-flags.DEFINE_enum("split_protocol", None, ["grouped", "notebook"],
-                  "grouped (default): official splits kept, the rest split with whole lesions on one side. notebook: "
-                  "the reference notebooks' leaky protocol (augment 4x, then split at image level), to measure the "
-                  "leak; needs --nopaper_augment and prints a warning.")
-flags.DEFINE_enum("streaming", None, ["auto", "on", "off"],
-                  "Image files: on: decoded in tf.data as batches need them (data larger than memory); off: decoded "
-                  "into memory once; auto (default): on above MAIL_TF_STREAM_BYTES (4 GiB) decoded. Same pixels.")
-flags.DEFINE_bool("skip_bad_images", False, "Skip unreadable images (listed) instead of failing.")
+# Every TrainConfig setting is a flag, defined from the field (type, default, help, choices).
+CONFIG_FLAGS = define_flags(TrainConfig.flag_settings(), __name__)
 flags.DEFINE_string("run", None, "Run directory to write (default runs/<dataset>-<model>-<time>).")
 flags.DEFINE_alias("output_dir", "run")     # the spelling before --run
 flags.DEFINE_bool("resume", False, "Continue the run in --run from its last checkpoint.")
 flags.DEFINE_bool("overwrite", False, "Replace the run in --run.")
-
-CONFIG_FLAGS = ("model", "width", "epochs", "image_size", "batch_size", "seed", "optimizer", "learning_rate",
-                "momentum", "weight_decay", "l2", "loss_weights", "lr_schedule", "lr_factor", "lr_patience", "min_lr",
-                "early_stopping_patience", "bn_momentum", "paper_augment", "random_augment", "shuffle_pairs", "ema_decay", "precision", "jit_compile",
-                "strategy", "data_dir", "manifest", "split_protocol", "streaming", "skip_bad_images", "adversarial", "adv_method", "adv_eps",
-                "adv_step", "adv_iters", "adv_clean_weight")
 
 
 def parse_model_options(values):
@@ -114,8 +60,6 @@ def config_from_flags():
     """TrainConfig from the experiment defaults and the flags the user actually gave."""
     import json
     from pathlib import Path
-
-    from mail_tf.training import TrainConfig
 
     given = {name: FLAGS[name].value for name in CONFIG_FLAGS if FLAGS[name].present}
     if FLAGS["model_option"].present:

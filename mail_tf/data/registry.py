@@ -27,8 +27,9 @@ READERS = {
     "brain_mri": lambda root, option: sources.load_brain_mri(root),
     "iqothnccd": lambda root, option: sources.load_iqothnccd(root),
     "folder": lambda root, option: sources.load_folder(root, name=option or Path(root).name),
-    "tfds": lambda root, option: load_tfds(option, root),
 }
+# Every kind a spec may name: the readers, and tfds (prepared TFDS data, read by `load_tfds`).
+KINDS = (*READERS, "tfds")
 DEFAULT_FOLDERS = {"sipakmed": "sipakmed", "ham10000": "ham10000", "brain_mri": "brain_tumor_mri",
                    "iqothnccd": "iqothnccd"}
 # Where each dataset comes from and what its folder must look like: the message for a missing root.
@@ -70,7 +71,7 @@ def load_tfds(option, root, data_dir=None):
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    kind: str                 # a key of READERS
+    kind: str                 # one of KINDS
     option: str = None        # medmnist flag, or the task name of a generic folder
     root: str = None          # None: the default below the data directory
 
@@ -124,9 +125,9 @@ def parse_spec(text):
                             "KIND[:OPTION]=ROOT entries joined by single commas")
         head, sep, root = part.partition("=")
         kind, _, option = head.strip().partition(":")
-        if kind not in READERS or (kind in ("medmnist", "tfds") and not option):
+        if kind not in KINDS or (kind in ("medmnist", "tfds") and not option):
             raise DataError(f"dataset spec {part!r}: expected KIND[:OPTION]=ROOT with KIND one of "
-                            f"{sorted(READERS)} (medmnist needs its flag, e.g. medmnist:bloodmnist=DIR; tfds "
+                            f"{sorted(KINDS)} (medmnist needs its flag, e.g. medmnist:bloodmnist=DIR; tfds "
                             "the dataset, e.g. tfds:ham10000)")
         root = root.strip() if sep else ""
         if kind == "folder" and not root:      # no default folder to fall back on
@@ -143,7 +144,7 @@ def resolve_experiment(name):
         specs = tuple(parse_spec(name))
     else:
         raise DataError(f"unknown experiment {name!r}; named experiments are {', '.join(sorted(EXPERIMENTS))}, "
-                        f"or pair datasets with KIND[:OPTION]=ROOT,... (kinds: {', '.join(sorted(READERS))})")
+                        f"or pair datasets with KIND[:OPTION]=ROOT,... (kinds: {', '.join(sorted(KINDS))})")
     tasks = [s.task for s in specs]
     if len(set(tasks)) != len(tasks):
         raise DataError(f"experiment {name!r}: task names must differ, got {tasks}")

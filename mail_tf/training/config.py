@@ -27,47 +27,78 @@ EXPERIMENT_DEFAULTS = {
 MODEL_DEFAULTS = {"robust_mail": dict(adversarial=True)}
 
 
+SPLIT_PROTOCOLS = ("grouped", "notebook")
+STREAMING = ("auto", "on", "off")
+
+
+def setting(default, help, choices=None):
+    """A TrainConfig field with the help text (and choices) its command-line flag is defined from
+    (`experiments.train`: one flag per field, see `flag_settings`)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    dataset: str = "medmnist"
-    model: str = "mail_rn18"
-    width: float = 1.0
-    model_options: dict = None           # extra builder arguments, e.g. {"rpf_ratio": 0.5, "man": False}
-    image_size: int = 128
-    batch_size: int = 32
-    epochs: int = 100
-    seed: int = 0
-    optimizer: str = "adam"
-    learning_rate: float = None          # None: DEFAULT_LR of the optimiser
-    momentum: float = 0.9                # SGD only; the paper does not state it
-    weight_decay: float = 0.0            # decoupled, applied by the optimiser
-    l2: float = 0.0                      # coupled: l2 * sum of squared conv/dense kernels in the loss
-    loss_weights: list = None            # lambda_t per task; None: 1/T each
-    lr_schedule: str = "plateau"         # plateau: ReduceLROnPlateau (the paper's); cosine: per epoch
-    lr_factor: float = 0.1               # ReduceLROnPlateau on the validation loss
-    lr_patience: int = 10
-    min_lr: float = 1e-6
-    early_stopping_patience: int = 20    # 0: off
-    bn_momentum: float = None            # BN moving-average momentum; None: the model's (Keras 0.99)
-    paper_augment: bool = True
-    random_augment: bool = False
-    shuffle_pairs: bool = False      # new partners every epoch (default: one pairing, as the notebooks)
-    ema_decay: float = 0.0               # > 0: validate, keep and export an EMA of the weights (per step)
-    precision: str = "float32"
-    jit_compile: bool = False
-    strategy: str = "default"
-    data_dir: str = None
-    manifest: str = None
-    split_protocol: str = "grouped"      # "notebook": the reference's leaky augment-then-split (to measure it)
-    streaming: str = "auto"              # image files decoded in tf.data ("on"), into memory ("off"), or by size
-    skip_bad_images: bool = False
+    dataset: str = "medmnist"            # the flag is experiments.train's own (it picks the defaults)
+    model: str = setting("mail_rn18", "Model preset (mail = mail_rn18, mail_rn50, robust_mail, resnet18_pair, "
+                         "resnet50_pair, drifa_net).")
+    width: float = setting(1.0, "Width multiplier of the model (1.0: the paper's widths).")
+    model_options: dict = None           # extra builder arguments (the repeatable flag --model_option)
+    image_size: int = setting(128, "Square input size (medmnist: 48).")
+    batch_size: int = setting(32, "Image pairs per step (medmnist: 64).")
+    epochs: int = setting(100, "Maximum epochs (medmnist: 20).")
+    seed: int = setting(0, "Seed of initialisation, splits, pairing, shuffling and augmentation.")
+    optimizer: str = setting("adam", "adam: the notebook's; sgd: the paper's.", OPTIMIZERS)
+    learning_rate: float = setting(None, "Initial learning rate (default adam 1e-4, sgd 1e-3; medmnist 1e-3).")
+    momentum: float = setting(0.9, "SGD momentum (the paper does not state it).")
+    weight_decay: float = setting(0.0, "Decoupled weight decay on kernels (applied by the optimiser).")
+    l2: float = setting(0.0, "L2 penalty on conv/dense kernels added to the loss.")
+    loss_weights: list = setting(None, "TMTL weight per task, in task order (default 1/T each).")
+    lr_schedule: str = setting("plateau", "plateau: ReduceLROnPlateau on the validation loss (the paper's); "
+                               "cosine: decay to --min_lr over --epochs (medmnist).", SCHEDULES)
+    lr_factor: float = setting(0.1, "ReduceLROnPlateau factor on the validation loss.")
+    lr_patience: int = setting(10, "Plateau schedule: epochs without improvement before the LR drops.")
+    min_lr: float = setting(1e-6, "Floor of the learning rate.")
+    early_stopping_patience: int = setting(20, "Epochs without improvement before stopping; 0: off (medmnist: 8).")
+    bn_momentum: float = setting(None, "BatchNorm moving-average momentum (default: the model's 0.99; "
+                                 "medmnist: 0.9).")
+    paper_augment: bool = setting(True, "The paper's 4x augmented training set (medmnist: off).")
+    random_augment: bool = setting(False, "Random rotation/translation on the fly (medmnist: on).")
+    shuffle_pairs: bool = setting(False, "Draw new cross-modality partners every epoch instead of one fixed "
+                                  "pairing (the notebooks').")
+    ema_decay: float = setting(0.0, "Per-step decay of an exponential moving average of the weights (and BN "
+                               "statistics) that is validated, kept and exported instead of the raw weights, "
+                               "e.g. 0.995; 0: off (the default).")
+    precision: str = setting("float32", "Mixed precision (GPU).", PRECISIONS)
+    jit_compile: bool = setting(False, "XLA-compile the train step (GPU; slower on CPU).")
+    strategy: str = setting("default", "tf.distribute strategy: one device, this machine's devices, or the "
+                            "workers of TF_CONFIG (MultiWorkerMirroredStrategy; the chief alone writes --run).",
+                            STRATEGIES)
+    data_dir: str = setting(None, "Folder holding the downloaded datasets (default $MAIL_TF_DATA_DIR or ./data).")
+    manifest: str = setting(None, "Reuse the splits of this split manifest (splits.json).")
+    split_protocol: str = setting("grouped", "grouped: official splits kept, the rest split with whole lesions "
+                                  "on one side. notebook: the reference notebooks' leaky protocol (augment 4x, "
+                                  "then split at image level), to measure the leak; needs --nopaper_augment and "
+                                  "prints a warning.", SPLIT_PROTOCOLS)
+    streaming: str = setting("auto", "Image files: on: decoded in tf.data as batches need them (data larger "
+                             "than memory); off: decoded into memory once; auto: on above MAIL_TF_STREAM_BYTES "
+                             "(4 GiB) decoded. Same pixels.", STREAMING)
+    skip_bad_images: bool = setting(False, "Skip unreadable images (listed) instead of failing.")
     # Adversarial training (Algorithm 2): PGD-style attack crafted per batch, update on X*.
-    adversarial: bool = False
-    adv_method: str = "pgd"
-    adv_eps: float = 4 / 255
-    adv_step: float = None               # None: adv_eps / 4
-    adv_iters: int = 10
-    adv_clean_weight: float = 0.0        # weight of the clean loss beside the adversarial one
+    adversarial: bool = setting(False, "Adversarial training (Algorithm 2): update on attacks crafted per batch.")
+    adv_method: str = setting("pgd", "Attack used for adversarial training.", METHODS)
+    adv_eps: float = setting(4 / 255, "l-inf radius of the training attack, in [0, 1] pixel units.")
+    adv_step: float = setting(None, "Step of the training attack (default adv_eps / 4).")
+    adv_iters: int = setting(10, "Iterations of the training attack (k of Algorithm 2).")
+    adv_clean_weight: float = setting(0.0, "w in [0, 1): train on (1 - w) * L(X*) + w * L(X), the adversarial "
+                                      "and clean losses mixed; 0 (Algorithm 2) trains on the adversarial batch "
+                                      "only.")
+
+    @classmethod
+    def flag_settings(cls):
+        """(name, type, default, help, choices) of every field that is a command-line flag."""
+        return [(f.name, f.type, f.default, f.metadata["help"], f.metadata["choices"])
+                for f in dataclasses.fields(cls) if "help" in f.metadata]
 
     def __post_init__(self):
         if self.learning_rate is None:
@@ -100,8 +131,8 @@ class TrainConfig:
                   (self.adv_eps <= 1, "adv_eps", "at most 1 (images are in [0, 1])"),
                   (self.adv_step is None or self.adv_step > 0, "adv_step", "positive"),
                   (self.seed >= 0, "seed", "at least 0"),
-                  (self.split_protocol in ("grouped", "notebook"), "split_protocol", "grouped or notebook"),
-                  (self.streaming in ("auto", "on", "off"), "streaming", "auto, on or off"),
+                  (self.split_protocol in SPLIT_PROTOCOLS, "split_protocol", "grouped or notebook"),
+                  (self.streaming in STREAMING, "streaming", "auto, on or off"),
                   (self.split_protocol != "notebook" or not self.paper_augment, "paper_augment",
                    "off (--nopaper_augment) with split_protocol=notebook, whose splits are already augmented")]
         for ok, name, expected in checks:
