@@ -71,6 +71,9 @@ def split_pairs(modalities, split, num, task, seed):
     return images, labels
 
 
+_EXPLAINERS = {}
+
+
 def explain(model, images, method, targets, draws):
     """{task: [maps per modality]} and the predicted classes."""
     import numpy as np
@@ -85,7 +88,10 @@ def explain(model, images, method, targets, draws):
         maps = {t: [occlusion(model, images, t, m, predicted[t], patch=patch, stride=max(1, patch // 2))
                     for m in range(len(images))] for t in logits}
         return maps, predicted
-    maps = GradCAM(model, targets=targets, method=method)(images, draws=draws)
+    key = (id(model), tuple(targets or ()), method)
+    if key not in _EXPLAINERS:          # one GradCAM (one traced gradient function) per model and setting
+        _EXPLAINERS[key] = GradCAM(model, targets=targets, method=method)
+    maps = _EXPLAINERS[key](images, draws=draws)
     return {t: maps[t] for t in maps if t not in ("explained", "draws")}, maps["explained"]
 
 

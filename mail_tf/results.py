@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mail_tf.training.config import HOW_NOT_WHAT
+
 # Config fields that do not make two runs different experiments: the seed, where the data was
-# read from, and how (streaming gives the same pixels as in-memory decoding: TrainConfig.differences
-# ignores it too).
-NOT_SETTINGS = ("seed", "data_dir", "manifest", "skip_bad_images", "streaming")
+# read from, and how (config.HOW_NOT_WHAT, which a resume may change too).
+NOT_SETTINGS = ("seed", "data_dir", "manifest", "skip_bad_images", *HOW_NOT_WHAT)
 METRICS = (("accuracy", "ACC"), ("macro_f1", "macro-F1"), ("auc", "AUC"))
 
 

@@ -28,6 +28,9 @@ MODEL_DEFAULTS = {"robust_mail": dict(adversarial=True)}
 
 
 SPLIT_PROTOCOLS = ("grouped", "notebook")
+# Settings that change how a run reads its data, not what it trains on (streaming decodes the same
+# pixels as in-memory decoding): a resume may change them, and reports do not group runs by them.
+HOW_NOT_WHAT = ("streaming",)
 STREAMING = ("auto", "on", "off")
 
 
@@ -176,7 +179,7 @@ class TrainConfig:
             raise ValueError(f"unknown training settings {unknown}")
         return cls(**values)
 
-    def differences(self, other, ignore=("epochs", "streaming")):   # streaming: same pixels either way
+    def differences(self, other, ignore=("epochs", *HOW_NOT_WHAT)):
         """Settings that differ from `other`, as {name: (mine, theirs)}."""
         a, b = dataclasses.asdict(self), dataclasses.asdict(other)
         return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
