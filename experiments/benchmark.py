@@ -210,13 +210,13 @@ def main(argv):
                              "steps": (1, None), "seed": (0, None), "attack_pairs": (0, None), "adv_iters": (0, None),
                              "repeats": (1, None)})
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        sys.exit(f"error: {e}")
     models = list(FLAGS.models) + ([FLAGS.baseline] if FLAGS.baseline and FLAGS.baseline not in FLAGS.models else [])
     try:
         check_presets("--models/--baseline", models)
         num_classes = number_list("--num_classes", FLAGS.num_classes, int, lambda n: n >= 2, "integers >= 2")
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        sys.exit(f"error: {e}")
     results = benchmark_models(models, num_classes, FLAGS.image_size, FLAGS.batch_size, FLAGS.width, FLAGS.warmup,
                                FLAGS.steps, FLAGS.seed, FLAGS.adv_iters, FLAGS.attack_pairs, FLAGS.repeats,
                                FLAGS.jit_compile, progress=lambda m: print(m, file=sys.stderr, flush=True))

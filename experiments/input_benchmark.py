@@ -121,7 +121,7 @@ def main(argv):
                              "pipeline_batches": (1, None), "seed": (0, None)})
         scales = number_list("--scales", FLAGS.scales, int, lambda s: s >= 1, "whole numbers >= 1")
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        sys.exit(f"error: {e}")
     work = Path(FLAGS.work or tempfile.mkdtemp(prefix="mail_tf_input_"))
     results = []
     try:

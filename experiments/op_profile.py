@@ -70,7 +70,7 @@ def main(argv):
                              "top": (1, None), "seed": (0, None)})
         check_presets("--models", FLAGS.models)
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        sys.exit(f"error: {e}")
     results = []
     for i, name in enumerate(FLAGS.models, start=1):
         print(f"[{i}/{len(FLAGS.models)}] {name}: tracing and profiling ...", file=sys.stderr, flush=True)

@@ -29,5 +29,5 @@ def test_benchmark_cli_rejects_unknown_model():
     proc = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--models", "mail_rn34"],
                           capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "unknown ['mail_rn34']" in proc.stderr
+    assert "unknown ['mail_rn34']" in proc.stderr.strip().splitlines()[-1] and "USAGE" not in proc.stderr
     assert "Traceback" not in proc.stderr

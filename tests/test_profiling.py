@@ -37,3 +37,26 @@ def test_profile_of_a_train_step_names_its_layers_and_optimizer():
     assert layers["optimizer"]["kernels_per_step"] < 4 * 10           # Keras's own Adam: ~25 per variable
     assert report["kernels_per_step"] == sum(row["kernels_per_step"] for row in report["by_op_type"])
     assert report["wall_ms_per_step"] > 0
+
+
+def test_op_profile_cli_writes_the_breakdown_and_refuses_bad_numbers(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "profile.json"
+    proc = subprocess.run([sys.executable, "-m", "experiments.op_profile", "--models", "resnet18_pair",
+                           "--image_size", "32", "--batch_size", "2", "--steps", "1", "--top", "3", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (result,) = json.loads(out.read_text())
+    assert result["model"] == "resnet18_pair" and result["image_size"] == 32
+    for phase in ("train", "predict"):
+        rows = {row["name"] for row in result[phase]["by_layer"]}
+        assert "Conv2D" in rows, (phase, rows)
+        assert result[phase]["kernels_per_step"] > 0
+    assert "optimizer" in {row["name"] for row in result["train"]["by_layer"]}
+    assert "resnet18_pair train: wall" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "experiments.op_profile", "--image_size", "16"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1] == "error: --image_size=16: expected >= 32"
