@@ -174,16 +174,24 @@ def benchmark_models(names, num_classes, image_size, batch_size, width=1.0, warm
 
 
 def add_ratios(results, baseline):
-    """Each result's train/predict throughput as a ratio of `baseline`'s, from the same run."""
+    """Each result's speeds as ratios of `baseline`'s, from the same run (> 1: faster): train and
+    predict throughput, and with --adv_iters / --attack_pairs Algorithm 2's throughput and PGD-10's."""
     base = next(r for r in results if r["model"] == baseline)
     for r in results:
         r["baseline"] = baseline
         r["train_ratio"] = r["train_pairs_per_s"] / base["train_pairs_per_s"]
         r["predict_ratio"] = r["predict_pairs_per_s"] / base["predict_pairs_per_s"]
+        if "adv_train_pairs_per_s" in r:
+            r["adv_train_ratio"] = r["adv_train_pairs_per_s"] / base["adv_train_pairs_per_s"]
+        if "pgd10_seconds" in r:
+            r["attack_ratio"] = base["pgd10_seconds"] / r["pgd10_seconds"]
 
 
 def format_ratios(results):
-    return "\n".join(f"{r['model']:<16} train {r['train_ratio']:.2f}x  predict {r['predict_ratio']:.2f}x  "
+    def extra(r):
+        return "".join(f"  {label} {r[key]:.2f}x" for key, label in (("adv_train_ratio", "Algorithm 2"),
+                                                                    ("attack_ratio", "PGD-10")) if key in r)
+    return "\n".join(f"{r['model']:<16} train {r['train_ratio']:.2f}x  predict {r['predict_ratio']:.2f}x{extra(r)}  "
                      f"{r['baseline']} ({r['image_size']} px, batch {r['batch_size']})" for r in results)
 
 

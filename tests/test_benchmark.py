@@ -10,7 +10,8 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.benchmark", "--models", "mail_rn18",
          "--image-size", "32", "--batch-size", "2", "--width", "0.25", "--warmup", "1", "--steps", "1",
-         "--repeats", "2", "--baseline", "mail_rn18", "--json", str(out)], capture_output=True, text=True, check=True)
+         "--repeats", "2", "--baseline", "mail_rn18", "--adv_iters", "1", "--attack_pairs", "2", "--json", str(out)],
+        capture_output=True, text=True, check=True)
     results = json.loads(out.read_text())
     assert [r["model"] for r in results] == ["mail_rn18"]
     r = results[0]
@@ -23,6 +24,9 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     assert r["train_ratio"] == 1.0 and r["baseline"] == "mail_rn18"         # the baseline against itself
     assert r["gmacs"] * 2 < r["gflops"] < r["gflops_grouped_as_dense"]     # bias adds; MAIL's grouped convs
     assert "train 1.00x" in proc.stdout
+    # Algorithm 2's and PGD-10's speed, as ratios too (the baseline against itself: 1).
+    assert r["adv_train_ratio"] == 1.0 and r["attack_ratio"] == 1.0 and r["pgd10_seconds"] > 0
+    assert "Algorithm 2 1.00x  PGD-10 1.00x" in proc.stdout
 
 
 def test_benchmark_cli_rejects_unknown_model():
