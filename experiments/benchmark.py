@@ -24,17 +24,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_presets, check_ranges, number_list, write_json  # noqa: E402
+from experiments.cli import check_presets, check_ranges, define_shared, number_list, refusing, write_json  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["mail_rn18", "mail_rn50", "resnet18_pair"], "Model presets to benchmark.")
-flags.DEFINE_integer("image_size", 128, "Square image size of every modality.")
-flags.DEFINE_integer("batch_size", 32, "Image pairs per step.")
+define_shared(__name__, models=["mail_rn18", "mail_rn50", "resnet18_pair"], image_size=128, batch_size=32, seed=0,
+              out=(None, "Write the results as JSON to this path."))
 flags.DEFINE_list("num_classes", ["5", "7"], "Classes per task, one task per modality (paper: 5, 7).")
 flags.DEFINE_float("width", 1.0, "Width multiplier (1.0 = the paper's widths).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
 flags.DEFINE_integer("steps", 5, "Timed steps per measurement.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("attack_pairs", 0, "Also time PGD-10 (eps 4/255, paper protocol) over this many image pairs; "
                      "0: off.")
 flags.DEFINE_integer("adv_iters", 0, "Also time the adversarial train step (Algorithm 2) with PGD-k, k = this; "
@@ -45,7 +43,6 @@ flags.DEFINE_string("baseline", "resnet18_pair", "Speed ratios are against this 
 flags.DEFINE_boolean("jit_compile", False, "Compile the steps with XLA. On this 2-core CPU it made MAIL-RN18 and "
                      "the plain pair 4-8x slower (docs/PERFORMANCE.md), so it is off by default.")
 flags.DEFINE_boolean("ratios_only", False, "Print only the speed ratios against --baseline.")
-flags.DEFINE_string("out", None, "Write the results as JSON to this path.")
 flags.DEFINE_alias("json", "out")
 flags.DEFINE_alias("image-size", "image_size")
 flags.DEFINE_alias("batch-size", "batch_size")
@@ -213,18 +210,14 @@ def format_table(results):
 
 def main(argv):
     del argv
-    try:
+    with refusing():
         check_ranges(FLAGS, {"image_size": (32, None), "batch_size": (1, None), "width": (0.01, None), "warmup": (0, None),
                              "steps": (1, None), "seed": (0, None), "attack_pairs": (0, None), "adv_iters": (0, None),
                              "repeats": (1, None)})
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     models = list(FLAGS.models) + ([FLAGS.baseline] if FLAGS.baseline and FLAGS.baseline not in FLAGS.models else [])
-    try:
+    with refusing():
         check_presets("--models/--baseline", models)
         num_classes = number_list("--num_classes", FLAGS.num_classes, int, lambda n: n >= 2, "integers >= 2")
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     results = benchmark_models(models, num_classes, FLAGS.image_size, FLAGS.batch_size, FLAGS.width, FLAGS.warmup,
                                FLAGS.steps, FLAGS.seed, FLAGS.adv_iters, FLAGS.attack_pairs, FLAGS.repeats,
                                FLAGS.jit_compile, progress=lambda m: print(m, file=sys.stderr, flush=True))

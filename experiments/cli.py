@@ -1,5 +1,48 @@
 """Helpers the entry points share for reading flags."""
 
+import contextlib
+import sys
+
+# The flags most entry points have, each with one name, type and meaning everywhere. An entry point
+# picks its default and, where its use is narrower, its own help text (`define_shared`).
+SHARED = {
+    "run": (str, "Run directory of experiments.train."),
+    "models": (list, "Model presets."),
+    "dataset": (str, "Named experiment or KIND[:OPTION]=ROOT,... spec."),
+    "data_dir": (str, "Folder holding the downloaded datasets (default $MAIL_TF_DATA_DIR or ./data)."),
+    "image_size": (int, "Square image size of every modality."),
+    "batch_size": (int, "Image pairs per batch."),
+    "seed": (int, "Random seed."),
+    "out": (str, "Output path."),
+}
+
+
+def define_shared(module_name, **flags):
+    """Define shared flags for `module_name`: NAME=DEFAULT, or NAME=(DEFAULT, HELP) where the entry
+    point says more than SHARED's help. Returns the names."""
+    settings = []
+    for name, value in flags.items():
+        kind, text = SHARED[name]
+        default, text = value if isinstance(value, tuple) else (value, text)
+        settings.append((name, kind, default, text, None))
+    return define_flags(settings, module_name)
+
+
+@contextlib.contextmanager
+def refusing(*errors):
+    """Turn a ValueError (or `errors`) raised inside into the one-line `error: ...` exit every entry
+    point gives for bad input."""
+    try:
+        yield
+    except (ValueError, *errors) as e:
+        sys.exit(f"error: {e}")
+
+
+def no_arguments(argv):
+    """Exit with one line if anything but --flags was given."""
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; settings are --flags (see --help)")
+
 
 def number_list(flag, values, kind, valid, expected):
     """A comma-separated flag (absl's list of strings) as numbers of `kind`, each passing `valid`,
@@ -50,8 +93,6 @@ def define_flags(settings, module_name):
     """One absl flag per (name, type, default, help, choices) -- e.g. `TrainConfig.flag_settings()`,
     so a setting is defined, documented and defaulted in one place -- attributed to `module_name`
     (the entry point's --help and docs/CLI.md list them). Returns the names."""
-    import sys
-
     from absl import flags
 
     if module_name == "__main__":      # absl files the main module's flags under its script path

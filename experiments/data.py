@@ -16,20 +16,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_ranges  # noqa: E402
+from experiments.cli import check_ranges, define_shared, refusing  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "medmnist", "Named experiment or KIND[:OPTION]=ROOT,... spec.")
-flags.DEFINE_string("data_dir", None, "Folder holding the downloaded datasets (default $MAIL_TF_DATA_DIR or ./data).")
-flags.DEFINE_integer("image_size", 128, "Square size images are resized to.")
-flags.DEFINE_integer("batch_size", 32, "Pairs per batch for the throughput measurement.")
-flags.DEFINE_integer("seed", 0, "Seed of splits, pairing and shuffling.")
+define_shared(__name__, dataset="medmnist", data_dir=None, image_size=(128, "Square size images are resized to."),
+              batch_size=(32, "Pairs per batch for the throughput measurement."),
+              seed=(0, "Seed of splits, pairing and shuffling."),
+              out=(None, "Folder to write splits.json and data_report.json to."))
 flags.DEFINE_string("manifest", None, "Reuse the splits of this split manifest (splits.json).")
 flags.DEFINE_bool("skip_bad_images", False, "Skip unreadable images (listed on stderr) instead of failing.")
 flags.DEFINE_bool("paper_augment", True, "Add the paper's three augmented copies per training image.")
 flags.DEFINE_bool("random_augment", False, "Random rotation/translation on the fly.")
 flags.DEFINE_integer("batches", 50, "Batches to time (0: skip the measurement).")
-flags.DEFINE_string("out", None, "Folder to write splits.json and data_report.json to.")
 flags.DEFINE_alias("output_dir", "out")     # the spelling before --out
 
 
@@ -49,22 +47,18 @@ def measure(dataset, batches):
 
 def main(argv):
     del argv
-    try:
+    with refusing():
         check_ranges(FLAGS, {"image_size": (1, None), "batch_size": (1, None), "seed": (0, None), "batches": (0, None)})
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     import numpy as np
 
     from mail_tf import data
 
-    try:
+    with refusing(data.DataError):
         manifest = data.read_manifest(FLAGS.manifest) if FLAGS.manifest else None
         start = time.perf_counter()
         mods = data.load_experiment(FLAGS.dataset, FLAGS.image_size, FLAGS.seed, FLAGS.data_dir, manifest,
                                     FLAGS.skip_bad_images, manifest_name=f"--manifest {FLAGS.manifest}")
         load_s = time.perf_counter() - start
-    except data.DataError as e:
-        sys.exit(f"error: {e}")
     report = {"dataset": FLAGS.dataset, "image_size": FLAGS.image_size, "seed": FLAGS.seed,
               "load_seconds": load_s, "tasks": {}}
     for m in mods:

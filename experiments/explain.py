@@ -22,10 +22,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_ranges  # noqa: E402
+from experiments.cli import check_ranges, define_shared, refusing  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run", None, "Run directory of experiments.train (model.keras, config.json, splits.json).")
+define_shared(__name__, run=None, seed=(0, "Seed of the attack's random start."),
+              out=(None, "Output folder (default <run>/explain)."))
 flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split whose evaluation pairs are explained (no images given).")
 flags.DEFINE_integer("num", 4, "How many pairs of --split to explain.")
 flags.DEFINE_string("task", None, "Whose evaluation pairs (default the first task's): each image of that task once, "
@@ -36,8 +37,6 @@ flags.DEFINE_integer("draws", 1, "Random projection draws to average (Robust-MAI
 flags.DEFINE_enum("attack", None, ["pgd"], "Also explain the pairs after this attack (every task's loss).")
 flags.DEFINE_float("eps", 4 / 255, "l-inf radius of --attack.")
 flags.DEFINE_integer("iters", 10, "Iterations of --attack.")
-flags.DEFINE_integer("seed", 0, "Seed of the attack's random start.")
-flags.DEFINE_string("out", None, "Output folder (default <run>/explain).")
 flags.DEFINE_integer("gallery", 0, "Also draw gallery.png: per task, this many correctly and this many wrongly "
                      "classified pairs among each task's first --num evaluation pairs, side by side (own-modality maps).")
 
@@ -180,13 +179,11 @@ def gallery(model, modalities, config, k, out):
 
 
 def main(argv):
-    try:
+    with refusing():
         check_ranges(FLAGS, {"num": (1, None), "draws": (1, None), "eps": (0.0, 1.0), "iters": (1, None),
                              "seed": (0, None), "gallery": (0, None)})
         if not FLAGS.run:
             raise ValueError("--run is required: a run directory of experiments.train")
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     import numpy as np
     import tensorflow as tf
 
@@ -194,7 +191,7 @@ def main(argv):
     from mail_tf.attacks.gradient import SignAttack, sign_attack, tmtl_objective
     from mail_tf.training.run_dir import RunDir
 
-    try:
+    with refusing(FileNotFoundError, mdata.DataError):
         run = RunDir(FLAGS.run)
         model, config = run.load_model(), run.config
         if FLAGS.targets is not None and len(FLAGS.targets) != len(model.inputs):
@@ -223,8 +220,6 @@ def main(argv):
                                       seed=(FLAGS.seed, 0))
             versions.append((f"pgd eps {FLAGS.eps:.4f}", [x.numpy() for x in adversarial]))
         explained = [(name, x, *explain(model, x, FLAGS.method, FLAGS.targets, FLAGS.draws)) for name, x in versions]
-    except (FileNotFoundError, ValueError, mdata.DataError) as e:
-        sys.exit(f"error: {e}")
 
     out = Path(FLAGS.out or Path(FLAGS.run) / "explain")
     out.mkdir(parents=True, exist_ok=True)

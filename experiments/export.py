@@ -21,10 +21,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from experiments.cli import check_ranges  # noqa: E402
+from experiments.cli import check_ranges, define_shared, no_arguments, refusing  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run", None, "Run directory of experiments.train.")
+define_shared(__name__, run=None, out=(None, "Output .tflite file (one quantisation) or folder (several)."),
+              seed=(0, "Seed of the calibration pairs."), batch_size=(64, "Report: pairs per batch when scoring."))
 flags.DEFINE_enum("format", "tflite", ["tflite"], "Export format (LiteRT).")
 flags.DEFINE_list("quantize", ["none"], "Comma-separated, of none (float32), float16, dynamic (int8 weights), "
                   "int8 (full-integer, calibrated on training pairs; one weight scale per output channel where "
@@ -32,14 +33,11 @@ flags.DEFINE_list("quantize", ["none"], "Comma-separated, of none (float32), flo
                   "int8_per_tensor (one scale per kernel everywhere: smallest, least exact).")
 flags.DEFINE_float("per_tensor_tolerance", 0.02, "int8: a kernel takes one weight scale when its channels' mean "
                    "relative RMS weight error under it is at most this; 0 keeps every per-channel scale.")
-flags.DEFINE_string("out", None, "Output .tflite file (one quantisation) or folder (several).")
 flags.DEFINE_integer("num_calibration", 256, "int8: training pairs for calibration.")
-flags.DEFINE_integer("seed", 0, "Seed of the calibration pairs.")
 flags.DEFINE_bool("report", False, "Measure size, latency, accuracy and logit error of each file on the test split.")
 flags.DEFINE_integer("threads", 1, "Report: LiteRT interpreter threads (Keras's baseline uses TensorFlow's default).")
 flags.DEFINE_integer("repeats", 50, "Report: single-pair runs for the median latency.")
 flags.DEFINE_integer("num_samples", None, "Report: score at most this many test pairs per task (default: all).")
-flags.DEFINE_integer("batch_size", 64, "Report: pairs per batch when scoring.")
 
 
 def outputs(out, run, kinds):
@@ -141,9 +139,8 @@ def markdown(results, run, threads):
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}; settings are --flags (see --help)")
-    try:
+    no_arguments(argv)
+    with refusing():
         if not FLAGS.run:
             raise ValueError("--run is required (a run directory of experiments.train)")
         if not FLAGS.out:
@@ -160,8 +157,6 @@ def main(argv):
         if not FLAGS.per_tensor_tolerance >= 0:
             raise ValueError(f"--per_tensor_tolerance={FLAGS.per_tensor_tolerance}: expected a number >= 0")
         files = outputs(FLAGS.out, FLAGS.run, kinds)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
 
     from mail_tf import data as mdata
     from mail_tf.export import METADATA
@@ -169,14 +164,12 @@ def main(argv):
     from mail_tf.training.run_dir import RunDir
 
     serving = Path(FLAGS.run) / "export" / METADATA      # class names without loading the data
-    try:
+    with refusing(FileNotFoundError, mdata.DataError):
         run = RunDir(FLAGS.run)
         model, config = run.load_model(), run.config
         modalities = None
         if set(kinds) & set(FULL_INTEGER) or FLAGS.report or not serving.exists():
             modalities = run.load_data()
-    except (FileNotFoundError, ValueError, mdata.DataError) as e:
-        sys.exit(f"error: {e}")
     class_names = (json.loads(serving.read_text())["class_names"] if serving.exists()
                    else {m.task: m.class_names for m in modalities})
     for kind, path in files.items():

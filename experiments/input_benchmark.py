@@ -24,21 +24,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_ranges, number_list  # noqa: E402
+from experiments.cli import check_ranges, define_shared, number_list, refusing  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("scales", ["1", "4", "16"], "Dataset sizes, as multiples of --base.")
 flags.DEFINE_integer("base", 500, "Images per modality at scale 1 (at least 40: every class needs validation and test images).")
 flags.DEFINE_integer("source_size", 256, "Side of the synthetic JPEG files.")
-flags.DEFINE_integer("image_size", 64, "Training image size.")
-flags.DEFINE_integer("batch_size", 32, "Pairs per step.")
+define_shared(__name__, image_size=64, batch_size=32, seed=(0, "Seed of the synthetic images."),
+              out=(None, "Write the results as JSON here (and a .md table beside it)."))
 flags.DEFINE_string("model", "mail_rn18", "Model preset trained in the measurement; none: the input path alone.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps (tracing) before timing.")
 flags.DEFINE_integer("steps", 30, "Timed training steps.")
 flags.DEFINE_integer("pipeline_batches", 100, "Batches timed of the input pipeline alone.")
-flags.DEFINE_integer("seed", 0, "Seed of the synthetic images.")
 flags.DEFINE_string("work", None, "Folder for the synthetic files (default: a temporary one, removed after).")
-flags.DEFINE_string("out", None, "Write the results as JSON here (and a .md table beside it).")
 flags.DEFINE_string("child", None, "Internal: run one measurement 'SPEC|streaming'.")
 
 
@@ -115,13 +113,11 @@ def main(argv):
         spec, streaming = FLAGS.child.split("|")
         print(json.dumps(measure(spec, streaming)))
         return
-    try:
+    with refusing():
         check_ranges(FLAGS, {"base": (40, None), "source_size": (8, None), "image_size": (32, None),
                              "batch_size": (1, None), "warmup": (1, None), "steps": (1, None),
                              "pipeline_batches": (1, None), "seed": (0, None)})
         scales = number_list("--scales", FLAGS.scales, int, lambda s: s >= 1, "whole numbers >= 1")
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     work = Path(FLAGS.work or tempfile.mkdtemp(prefix="mail_tf_input_"))
     results = []
     try:

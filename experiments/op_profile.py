@@ -16,16 +16,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_presets, check_ranges, write_json  # noqa: E402
+from experiments.cli import check_presets, check_ranges, define_shared, refusing, write_json  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["mail_rn18", "resnet18_pair"], "Model presets to profile.")
-flags.DEFINE_integer("image_size", 64, "Square image size of every modality.")
-flags.DEFINE_integer("batch_size", 32, "Image pairs per step.")
+define_shared(__name__, models=["mail_rn18", "resnet18_pair"], image_size=64, batch_size=32,
+              seed=(0, "Random seed of the weights and images."),
+              out=(None, "Write the full breakdown as JSON to this path."))
 flags.DEFINE_integer("steps", 3, "Traced steps (after 2 untraced warm-up steps).")
 flags.DEFINE_integer("top", 12, "Rows of each table to print.")
-flags.DEFINE_integer("seed", 0, "Random seed of the weights and images.")
-flags.DEFINE_string("out", None, "Write the full breakdown as JSON to this path.")
 
 
 def profile_model(name, image_size, batch_size, steps, seed):
@@ -65,12 +63,10 @@ def format_report(result, top):
 
 def main(argv):
     del argv
-    try:
+    with refusing():
         check_ranges(FLAGS, {"image_size": (32, None), "batch_size": (1, None), "steps": (1, None),
                              "top": (1, None), "seed": (0, None)})
         check_presets("--models", FLAGS.models)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     results = []
     for i, name in enumerate(FLAGS.models, start=1):
         print(f"[{i}/{len(FLAGS.models)}] {name}: tracing and profiling ...", file=sys.stderr, flush=True)

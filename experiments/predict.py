@@ -18,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from experiments.cli import refusing  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run", None, "Run directory, exported SavedModel directory or .tflite file.")
 flags.DEFINE_alias("model", "run")      # the spelling before --run; a preset name is --model elsewhere
@@ -115,7 +117,7 @@ def main(argv):
         sys.exit(f"error: --top={FLAGS.top}: expected 0 (every class) or a positive number of classes")
     if FLAGS.passes < 1:
         sys.exit(f"error: --passes={FLAGS.passes}: expected at least 1")
-    try:
+    with refusing(FileNotFoundError):
         if FLAGS.run.endswith(".tflite"):
             if FLAGS.passes > 1:
                 raise ValueError("--passes: a .tflite file is the deterministic export (one fixed draw); use the "
@@ -123,8 +125,6 @@ def main(argv):
             result = predict_lite(FLAGS.run, argv[1:], FLAGS.top)
         else:
             result = predict(find_export(FLAGS.run), argv[1:], FLAGS.top, FLAGS.passes)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
     print(json.dumps(result, indent=2))
 
 

@@ -21,6 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from experiments.cli import refusing  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Folder to write report.md, report.json, bars.png and curves.png to.")
 flags.DEFINE_bool("parameters", True, "Count each group's parameters (builds its model from the config).")
@@ -32,11 +34,9 @@ def main(argv):
         sys.exit("error: usage: python -m experiments.report RUN_DIR_OR_GLOB [...] --out DIR")
     from mail_tf import results
 
-    try:
+    with refusing(results.ResultsError):
         runs = results.find_runs(patterns)
         tables = results.report(runs, parameters=FLAGS.parameters)
-    except results.ResultsError as e:
-        sys.exit(f"error: {e}")
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     text = results.markdown(tables)

@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from experiments.cli import check_ranges, number_list  # noqa: E402
+from experiments.cli import check_ranges, define_shared, no_arguments, number_list, refusing  # noqa: E402
 from mail_tf.attacks.sanity import SANITY_SHARE, sanity_checks, sanity_samples  # noqa: E402
 
 ATTACK_NAMES = ["fgsm", "bim", "pgd", "mim", "apgd-ce", "apgd-dlr", "square", "autoattack-lite", "transfer",
@@ -37,9 +37,10 @@ EPS_SWEEP = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1]
 ITERS_SWEEP = [10, 20, 50, 100]
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run", None, "Run directory of experiments.train.")
-flags.DEFINE_string("dataset", None, "Named experiment (default: the run's).")
-flags.DEFINE_string("data_dir", None, "Folder holding the datasets (default: the run's).")
+define_shared(__name__, run=None, dataset=(None, "Named experiment (default: the run's)."),
+              data_dir=(None, "Folder holding the datasets (default: the run's)."),
+              seed=(0, "Seed of random starts, draws and Square."), batch_size=(64, "Image pairs per attack batch."),
+              out=(None, "Write the results to this JSON file (and a .md report beside it)."))
 flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to attack.")
 flags.DEFINE_enum("attack", "pgd", ATTACK_NAMES, "Attack.")
 flags.DEFINE_enum("protocol", "both", ["paper", "adaptive", "both"], "Evaluation protocol.")
@@ -55,8 +56,6 @@ flags.DEFINE_integer("draws", 10, "Adaptive protocol: classification draws per i
 flags.DEFINE_string("surrogate", None, "Run directory of the surrogate model (transfer attack).")
 flags.DEFINE_string("modality", None, "Attack only this task's image (default: every modality jointly).")
 flags.DEFINE_integer("num_samples", None, "Attack at most this many images per task (default: all).")
-flags.DEFINE_integer("seed", 0, "Seed of random starts, draws and Square.")
-flags.DEFINE_integer("batch_size", 64, "Image pairs per attack batch.")
 flags.DEFINE_bool("eps_sweep", False, "Also sweep eps over 0.01 ... 0.1 with the attack (paper Fig. 6).")
 flags.DEFINE_bool("iters_sweep", False, "Also sweep the iterations over 10, 20, 50, 100 (paper Fig. 6).")
 flags.DEFINE_list("sweep_eps", [str(e) for e in EPS_SWEEP], "The eps values of --eps_sweep.")
@@ -65,7 +64,6 @@ flags.DEFINE_bool("sanity", True, "Run the sanity checks of ROBUSTNESS_EVAL.md o
 flags.DEFINE_integer("sanity_samples", None, "Images per task for the sanity checks (default: as many as cost "
                      f"at most {SANITY_SHARE:.0%} of the main attack).")
 flags.DEFINE_bool("sanity_square", False, "Also check that Square does not beat the white-box attack (slow).")
-flags.DEFINE_string("out", None, "Write the results to this JSON file (and a .md report beside it).")
 # Spellings before --run / --out (a preset name is --model elsewhere), and dashed forms.
 flags.DEFINE_alias("model", "run")
 flags.DEFINE_alias("json", "out")
@@ -262,22 +260,17 @@ def main(argv):
     import dataclasses
 
     logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}; settings are --flags (see --help)")
+    no_arguments(argv)
     if not FLAGS.run:
         sys.exit("error: --run is required (a run directory of experiments.train)")
     from mail_tf import data as mdata
 
-    try:
+    with refusing():
         spec, sweep_eps, sweep_iters = settings()
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     if FLAGS.attack == "autoattack":
         print("note: --attack autoattack is now called autoattack-lite (APGD-CE + APGD-DLR + Square)", flush=True)
-    try:
+    with refusing(FileNotFoundError, mdata.DataError):
         model, config, surrogate, modalities, perturb = load()
-    except (FileNotFoundError, ValueError, mdata.DataError) as e:
-        sys.exit(f"error: {e}")
     log = lambda msg: print(msg, flush=True)
     datasets = mdata.eval_datasets(modalities, FLAGS.split, FLAGS.batch_size, config.seed, all_labels=True)
     evaluation = Evaluation(model, datasets, surrogate, perturb, log)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from experiments.cli import refusing
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "PNG to write.")
 flags.DEFINE_enum("sweep", "eps", ["eps", "iterations"], "Which sweep of the reports to plot.")
@@ -46,10 +48,8 @@ def main(argv):
         sys.exit("error: usage: python -m experiments.sweep_plot --out PNG REPORT.json [REPORT.json ...]")
     if FLAGS.labels and len(FLAGS.labels) != len(paths):
         sys.exit(f"error: --labels has {len(FLAGS.labels)} names for {len(paths)} reports")
-    try:
+    with refusing():
         reports = load_reports(paths, FLAGS.sweep)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     from mail_tf.attacks.report import plot_comparison
 
     plot_comparison(reports, FLAGS.labels or [Path(r["model"]).name for r in reports], FLAGS.sweep, FLAGS.out)

@@ -19,16 +19,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from experiments.cli import define_flags, number_list  # noqa: E402
+from experiments.cli import define_flags, define_shared, no_arguments, number_list, refusing  # noqa: E402
 from mail_tf.training.config import TrainConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "medmnist", "Named experiment or KIND[:OPTION]=ROOT,... spec.")
+define_shared(__name__, dataset="medmnist")
 flags.DEFINE_multi_string("model_option", None, "NAME=VALUE builder argument of the model preset, repeatable, e.g. "
                           "rpf_ratio=0.5, man=false, man_sigma=0.3, rpf_erla=false (Robust-MAIL's switches).")
 # Every TrainConfig setting is a flag, defined from the field (type, default, help, choices).
 CONFIG_FLAGS = define_flags(TrainConfig.flag_settings(), __name__)
-flags.DEFINE_string("run", None, "Run directory to write (default runs/<dataset>-<model>-<time>).")
+define_shared(__name__, run=(None, "Run directory to write (default runs/<dataset>-<model>-<time>)."))
 flags.DEFINE_alias("output_dir", "run")     # the spelling before --run
 flags.DEFINE_bool("resume", False, "Continue the run in --run from its last checkpoint.")
 flags.DEFINE_bool("overwrite", False, "Replace the run in --run.")
@@ -95,18 +95,15 @@ def print_summary(metrics, out, seconds):
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)      # TensorFlow's INFO lines while exporting
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}; settings are --flags (see --help)")
+    no_arguments(argv)
     start = time.time()
     from mail_tf.data import DataError
     from mail_tf.training import RunError, Trainer, finish
 
-    try:
+    with refusing(RunError, DataError):
         config = config_from_flags()
         out = FLAGS.run or default_output_dir(config)
         trainer = Trainer(config, out, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
-    except (RunError, DataError, ValueError) as e:
-        sys.exit(f"error: {e}")
     try:
         trainer.fit()
     except KeyboardInterrupt:

@@ -20,19 +20,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import number_list  # noqa: E402
+from experiments.cli import define_shared, number_list, refusing  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "medmnist", "Named experiment or KIND[:OPTION]=ROOT,... spec whose test images "
-                    "are fed to the models.")
-flags.DEFINE_string("data_dir", None, "Folder holding the downloaded datasets.")
+define_shared(__name__, dataset=("medmnist", "Named experiment or KIND[:OPTION]=ROOT,... spec whose test images "
+                                          "are fed to the models."),
+              data_dir=None, models=["mail_rn18", "robust_mail", "drifa_net", "resnet18_pair"],
+              run=(None, "Measure this trained run directory's model instead of fresh presets."),
+              seed=(0, "Seed of the initialisation and of the image sample."), out=("runs/trainability", "Output folder."))
 flags.DEFINE_integer("num", 32, "Test images per modality (one batch).", lower_bound=2)
 flags.DEFINE_list("sizes", ["32", "64", "128", "224"], "Image sizes to measure gate saturation at.")
-flags.DEFINE_list("models", ["mail_rn18", "robust_mail", "drifa_net", "resnet18_pair"], "Model presets.")
 flags.DEFINE_integer("signal_size", 64, "Image size of the signal-propagation measurement.", lower_bound=32)
-flags.DEFINE_string("run", None, "Measure this trained run directory's model instead of fresh presets.")
-flags.DEFINE_integer("seed", 0, "Seed of the initialisation and of the image sample.")
-flags.DEFINE_string("out", "runs/trainability", "Output folder.")
 
 # The forms each MAIL-family preset is measured in: today's default, its gates started neutral, and
 # the notebook's form it replaced (global sum pool, Keras depth-wise init, no zero-init residual).
@@ -145,10 +143,8 @@ def _count(row):
 
 def main(argv):
     del argv
-    try:
+    with refusing():
         sizes = number_list("--sizes", FLAGS.sizes, int, lambda s: s >= 32, "image sizes >= 32")
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     if FLAGS.run:

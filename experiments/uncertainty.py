@@ -20,17 +20,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_ranges  # noqa: E402
+from experiments.cli import check_ranges, define_shared, no_arguments, refusing  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "Run directories of experiments.train (several: an ensemble).")
 flags.DEFINE_integer("passes", 30, "Stochastic passes per member.")
 flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to evaluate.")
-flags.DEFINE_integer("batch_size", 64, "Image pairs per batch.")
+define_shared(__name__, batch_size=64, seed=(0, "Seed of the dropout masks."),
+              out=(None, "Folder to write to (default <first run>/uncertainty-<split>)."))
 flags.DEFINE_integer("bins", 15, "Confidence bins of ECE and the reliability diagram.")
 flags.DEFINE_integer("top", 10, "How many most and least certain items to list per task.")
-flags.DEFINE_integer("seed", 0, "Seed of the dropout masks.")
-flags.DEFINE_string("out", None, "Folder to write to (default <first run>/uncertainty-<split>).")
 flags.DEFINE_alias("output_dir", "out")     # the spelling before --out
 
 
@@ -70,15 +69,12 @@ def mc_samples(model, modalities, split, passes, batch_size, seed):
 
 
 def main(argv):
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}; settings are --flags (see --help)")
+    no_arguments(argv)
     if not FLAGS.runs:
         sys.exit("error: --runs is required: one or more run directories of experiments.train, comma-separated")
-    try:
+    with refusing():
         check_ranges(FLAGS, {"passes": (1, None), "batch_size": (1, None), "bins": (1, None), "top": (0, None),
                              "seed": (0, None)})
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     import numpy as np
 
     from mail_tf.data import DataError
@@ -86,7 +82,7 @@ def main(argv):
 
     start = time.time()
     pooled, modalities, first = {}, None, None
-    try:
+    with refusing(FileNotFoundError, DataError):
         for i, run in enumerate(FLAGS.runs):
             print(f"member {i + 1}/{len(FLAGS.runs)}: {run}", flush=True)
             config, model, modalities = load_member(run, modalities)
@@ -97,8 +93,6 @@ def main(argv):
             for task, (samples, labels) in mc_samples(model, modalities, FLAGS.split, FLAGS.passes,
                                                       FLAGS.batch_size, FLAGS.seed + i).items():
                 pooled.setdefault(task, ([], labels))[0].append(samples)
-    except (FileNotFoundError, ValueError, DataError) as e:
-        sys.exit(f"error: {e}")
 
     out = Path(FLAGS.out or Path(FLAGS.runs[0]) / f"uncertainty-{FLAGS.split}")
     out.mkdir(parents=True, exist_ok=True)
