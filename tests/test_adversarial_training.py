@@ -129,7 +129,7 @@ def _tiny_random_model():
     inputs = [keras.Input((8, 8, 3), name=f"{t}_image") for t in ("a", "b")]
     outputs = {}
     for t, x in zip(("a", "b"), inputs):
-        y = L.RandomProjectionDepthwiseConv2D(3, random_ratio=0.5, name=f"{t}_rpf")(x)
+        y = L.RandomProjectionDepthwiseConv2D(3, rpf_ratio=0.5, name=f"{t}_rpf")(x)
         y = keras.layers.GlobalAveragePooling2D()(y)
         outputs[t] = keras.layers.Dense(2, name=t)(y)
     return keras.Model(inputs, outputs)

@@ -86,7 +86,7 @@ def _tiny_rpf_model(seed=0):
     inputs = [keras.Input((8, 8, 3), name=f"{t}_image") for t in ("a", "b")]
     outputs = {}
     for t, x in zip(("a", "b"), inputs):
-        y = L.RandomProjectionPointwiseConv2D(8, random_ratio=0.5, seed=11 if t == "a" else 12, name=f"{t}_rpf")(x)
+        y = L.RandomProjectionPointwiseConv2D(8, rpf_ratio=0.5, seed=11 if t == "a" else 12, name=f"{t}_rpf")(x)
         y = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(y))
         outputs[t] = keras.layers.Dense(3, name=t)(y)
     return keras.Model(inputs, outputs)

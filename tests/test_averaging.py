@@ -12,7 +12,7 @@ def _model():
     x = keras.Input((8, 8, 3))
     h = keras.layers.Conv2D(4, 3, padding="same")(x)
     h = keras.layers.BatchNormalization()(h)
-    h = RandomProjectionPointwiseConv2D(4, random_ratio=0.5, seed=1)(h)
+    h = RandomProjectionPointwiseConv2D(4, rpf_ratio=0.5, seed=1)(h)
     return keras.Model(x, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(h)))
 
 

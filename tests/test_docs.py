@@ -26,4 +26,4 @@ def test_every_file_and_name_in_the_code_map_exists():
                 names.append(token)
         assert files, paper
         for name in names:       # a function, class or argument of one of the row's files
-            assert any(re.search(rf"\b(def|class) {name}\b|\b{name}\b\s*=", f) for f in files), (paper, name)
+            assert any(re.search(rf"\b(def|class) {name}\b|\b{name}\b\s*[=:]", f) for f in files), (paper, name)

@@ -91,7 +91,7 @@ def test_attention_init_neutral_starts_every_gate_at_one_half_and_emcam_as_ident
 
 def test_depthwise_kernels_start_with_std_one_over_k():
     """Keras's glorot counts C_in into a depth-wise filter's fan-in; "fan_in" uses k*k."""
-    for cls in (lambda **kw: L.MSGDC(64, **kw), lambda **kw: L.MSGDC(64, rpf_ratio=0.25, **kw)):
+    for cls in (lambda **kw: L.MSGDC(64, **kw), lambda **kw: L.MSGDC(64, defense=L.Defense(rpf_ratio=0.25), **kw)):
         layer = cls()
         layer.build((None, 8, 8, 128))
         for dw, k in zip(layer.depthwise, (3, 5)):

@@ -14,8 +14,8 @@ from conftest import TASKS, images
 
 
 def _rpf_layers():
-    return [L.RandomProjectionPointwiseConv2D(32, groups=16, random_ratio=0.25, seed=3),
-            L.RandomProjectionDepthwiseConv2D(5, random_ratio=0.25, seed=3)]
+    return [L.RandomProjectionPointwiseConv2D(32, groups=16, rpf_ratio=0.25, seed=3),
+            L.RandomProjectionDepthwiseConv2D(5, rpf_ratio=0.25, seed=3)]
 
 
 @pytest.mark.parametrize("index", [0, 1])
@@ -38,9 +38,9 @@ def test_a_draw_is_fixed_until_redrawn_and_reproduced_by_its_seed(index):
 @pytest.mark.parametrize("kernel_size", [1, 3, 5])
 def test_random_kernels_are_not_trainable_and_have_std_one_over_k(kernel_size):
     if kernel_size == 1:
-        layer = L.RandomProjectionPointwiseConv2D(512, groups=16, random_ratio=0.5, seed=1)
+        layer = L.RandomProjectionPointwiseConv2D(512, groups=16, rpf_ratio=0.5, seed=1)
     else:
-        layer = L.RandomProjectionDepthwiseConv2D(kernel_size, random_ratio=0.5, seed=1)
+        layer = L.RandomProjectionDepthwiseConv2D(kernel_size, rpf_ratio=0.5, seed=1)
     layer.build((None, 8, 8, 512))
     assert "random_kernel" not in [v.name for v in layer.trainable_weights]
     assert "random_kernel" in [v.name for v in layer.non_trainable_weights]
@@ -69,7 +69,7 @@ def test_rpf_std_scale_reaches_every_random_kernel_and_survives_a_roundtrip(tmp_
 
 
 def test_rpf_pointwise_spreads_random_filters_over_every_group():
-    layer = L.RandomProjectionPointwiseConv2D(64, groups=16, random_ratio=0.25, seed=0)
+    layer = L.RandomProjectionPointwiseConv2D(64, groups=16, rpf_ratio=0.25, seed=0)
     layer.build((None, 4, 4, 32))
     assert layer.kernel.shape == (1, 1, 2, 48) and layer.random_kernel.shape == (1, 1, 2, 16)
     layer.kernel.assign(tf.zeros_like(layer.kernel))
@@ -87,14 +87,14 @@ def test_rpf_pointwise_spreads_random_filters_over_every_group():
 
 def test_narrow_layers_keep_trainable_filters():
     # 16 filters in 16 groups: 4 random filters, in every fourth group, 12 trainable.
-    layer = L.RandomProjectionPointwiseConv2D(16, groups=16, random_ratio=0.25, seed=0)
+    layer = L.RandomProjectionPointwiseConv2D(16, groups=16, rpf_ratio=0.25, seed=0)
     layer.build((None, 4, 4, 16))
     assert layer.kernel.shape[-1] == 12 and layer.random_kernel.shape[-1] == 4
     assert L.random_projection.random_positions(16, 4) == [2, 6, 10, 14]
 
 
 def test_rpf_depthwise_equals_a_depthwise_conv_with_the_assembled_kernel():
-    layer = L.RandomProjectionDepthwiseConv2D(3, strides=2, random_ratio=0.25, seed=0)
+    layer = L.RandomProjectionDepthwiseConv2D(3, strides=2, rpf_ratio=0.25, seed=0)
     x = tf.random.stateless_uniform((2, 9, 9, 16), (5, 6))
     y = layer(x)
     ref = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")
@@ -152,7 +152,7 @@ def test_each_switch_adds_only_its_own_layers():
 
 
 def test_man_noise_is_fresh_every_call_and_clipped_to_the_unit_interval():
-    noise = L.AttentionNoise(sigma=0.6, initial_weight=1.0, seed=0)
+    noise = L.AttentionNoise(man_sigma=0.6, man_init=1.0, seed=0)
     a = tf.fill((4, 1, 1, 64), 0.5)
     first, second = noise(a).numpy(), noise(a).numpy()
     assert not np.allclose(first, second)
@@ -218,8 +218,8 @@ def test_builder_errors_name_the_setting():
 
 @pytest.mark.parametrize("index", [0, 1])
 def test_trainable_rpf_kernels_are_standardised_to_the_random_std(index):
-    layer = [L.RandomProjectionPointwiseConv2D(32, groups=2, random_ratio=0.25, seed=3),    # 16 weights a filter
-             L.RandomProjectionDepthwiseConv2D(5, random_ratio=0.25, seed=3)][index]
+    layer = [L.RandomProjectionPointwiseConv2D(32, groups=2, rpf_ratio=0.25, seed=3),    # 16 weights a filter
+             L.RandomProjectionDepthwiseConv2D(5, rpf_ratio=0.25, seed=3)][index]
     x = tf.random.stateless_uniform((2, 8, 8, 32), (7, 8))
     layer(x)
     k = getattr(layer, "kernel_size", 1)
@@ -235,12 +235,12 @@ def test_trainable_rpf_kernels_are_standardised_to_the_random_std(index):
     y = layer(x).numpy()
     layer.kernel.assign(layer.kernel * 7.0)
     np.testing.assert_allclose(layer(x).numpy(), y, rtol=1e-3, atol=1e-4)
-    layer.standardize = False                      # the earlier form applies the raw kernel
+    layer.rpf_standardize = False                      # the earlier form applies the raw kernel
     np.testing.assert_array_equal(layer.trainable_kernel().numpy(), layer.kernel.numpy())
 
 
 def test_a_single_weight_filter_is_scaled_by_its_magnitude():
-    layer = L.RandomProjectionPointwiseConv2D(16, groups=16, random_ratio=0.25, seed=0)
+    layer = L.RandomProjectionPointwiseConv2D(16, groups=16, rpf_ratio=0.25, seed=0)
     layer.build((None, 4, 4, 16))                  # one input per group: a filter is one weight
     applied = layer.trainable_kernel().numpy()
     assert np.all(np.isfinite(applied))
@@ -250,15 +250,15 @@ def test_a_single_weight_filter_is_scaled_by_its_magnitude():
 def test_robust_mail_standardises_by_default():
     model = mail_tf.build_model("robust_mail", TASKS, (32, 32, 3), width=0.25, man=False)
     layers = L.random_projection.random_projection_layers(model)
-    assert layers and all(l.standardize for l in layers)
+    assert layers and all(l.rpf_standardize for l in layers)
     off = mail_tf.build_model("robust_mail", TASKS, (32, 32, 3), width=0.25, man=False, rpf_standardize=False)
-    assert not any(l.standardize for l in L.random_projection.random_projection_layers(off))
+    assert not any(l.rpf_standardize for l in L.random_projection.random_projection_layers(off))
 
 
 def test_standardised_rpf_layers_roundtrip_through_keras_and_savedmodel(tmp_path):
     inputs = keras.Input((8, 8, 16))
-    y = L.RandomProjectionPointwiseConv2D(32, groups=2, random_ratio=0.25, seed=1)(inputs)
-    y = L.RandomProjectionDepthwiseConv2D(3, random_ratio=0.25, seed=2)(y)
+    y = L.RandomProjectionPointwiseConv2D(32, groups=2, rpf_ratio=0.25, seed=1)(inputs)
+    y = L.RandomProjectionDepthwiseConv2D(3, rpf_ratio=0.25, seed=2)(y)
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(y))
     for layer in L.random_projection.random_projection_layers(model):   # raw kernels far from the std 1/k
         layer.kernel.assign(layer.kernel * 9.0)
@@ -266,30 +266,34 @@ def test_standardised_rpf_layers_roundtrip_through_keras_and_savedmodel(tmp_path
     ref = model(x).numpy()
     model.save(tmp_path / "ws.keras")
     loaded = keras.saving.load_model(tmp_path / "ws.keras")
-    assert all(l.standardize for l in L.random_projection.random_projection_layers(loaded))
+    assert all(l.rpf_standardize for l in L.random_projection.random_projection_layers(loaded))
     np.testing.assert_allclose(loaded(x).numpy(), ref, atol=1e-5)
     model.export(tmp_path / "ws_savedmodel", verbose=False)
     saved = tf.saved_model.load(str(tmp_path / "ws_savedmodel"))
     np.testing.assert_allclose(saved.serve(x).numpy(), ref, atol=1e-5)
-    raw = L.RandomProjectionPointwiseConv2D(32, groups=2, random_ratio=0.25, seed=1, standardize=False)
+    raw = L.RandomProjectionPointwiseConv2D(32, groups=2, rpf_ratio=0.25, seed=1, rpf_standardize=False)
     raw.build(x.shape)
     raw.kernel.assign(model.layers[1].kernel)
     assert not np.allclose(raw(x).numpy(), model.layers[1](x).numpy(), atol=1e-3)   # standardising matters
 
 
 def test_configs_saved_before_an_option_load_with_the_form_they_were_trained_with():
-    old = L.ERLA(32, rpf_ratio=0.25, name="old").get_config()
-    for key in ("ca_pools", "depthwise_init", "zero_init_residual", "rpf_standardize", "man_decay"):
-        old.pop(key)
-    erla = L.ERLA.from_config(old)
-    assert (erla.ca_pools, erla.depthwise_init, erla.zero_init_residual, erla.rpf_standardize) == (
-        "notebook", "keras", False, False)
+    # An ERLA config as saved before ca_pools, depthwise_init, zero_init_residual and rpf_standardize
+    # existed, with the flat defense keys of then (before `Defense`).
+    old = {k: v for k, v in L.ERLA(32, name="old").get_config().items()
+           if k not in ("ca_pools", "depthwise_init", "zero_init_residual", "defense")}
+    old.update(rpf_ratio=0.25, man_sigma=0.0, man_init=0.1, defense_decay=0.0, rpf_std_scale=1.0)
+    with pytest.warns(FutureWarning, match="old setting names"):
+        erla = L.ERLA.from_config(old)
+    assert (erla.ca_pools, erla.depthwise_init, erla.zero_init_residual) == ("notebook", "keras", False)
+    assert erla.defense == L.Defense(rpf_ratio=0.25, rpf_standardize=False)
     erla.build((None, 8, 8, 32))
-    assert not any(l.standardize for l in L.random_projection.random_projection_layers(erla))
-    ca = L.ChannelAttention.from_config({"name": "ca", "reduction": 4, "man_sigma": 0.6, "defense_decay": 1e-2})
-    assert ca.pools == "notebook" and ca.man_decay == 1e-2
+    assert not any(l.rpf_standardize for l in L.random_projection.random_projection_layers(erla))
+    with pytest.warns(FutureWarning):
+        ca = L.ChannelAttention.from_config({"name": "ca", "reduction": 4, "man_sigma": 0.6, "defense_decay": 1e-2})
+    assert ca.pools == "notebook" and ca.defense == L.Defense(man_sigma=0.6, man_decay=1e-2, rpf_standardize=False)
     fresh = L.ERLA.from_config(L.ERLA(32, name="new").get_config())     # today's configs keep today's form
-    assert (fresh.ca_pools, fresh.zero_init_residual, fresh.rpf_standardize) == ("paper", True, True)
+    assert (fresh.ca_pools, fresh.zero_init_residual, fresh.defense) == ("paper", True, L.Defense())
 
     @saved_before(option="old")
     class Probe(keras.layers.Layer):
@@ -357,3 +361,40 @@ def test_delta_statistics_say_whether_the_noise_is_alive():
     stats = noise_weights(model)["man_delta"]
     assert stats["min"] == 0.0 and stats["max"] == pytest.approx(0.1) and 0 < stats["mean"] < 0.1
     assert noise_weights(mail_tf.build_model("mail_rn18", TASKS, (32, 32, 3), width=0.25)) == {}
+
+
+@pytest.mark.parametrize("make, old_names", [
+    (lambda: L.RandomProjectionPointwiseConv2D(32, groups=2, rpf_ratio=0.5, defense_decay=0.01, rpf_std_scale=2.0,
+                                               seed=4), L.random_projection.OLD_NAMES),
+    (lambda: L.RandomProjectionDepthwiseConv2D(3, rpf_ratio=0.5, defense_decay=0.01, rpf_std_scale=2.0,
+                                               rpf_standardize=False, seed=4), L.random_projection.OLD_NAMES),
+    (lambda: L.AttentionNoise(man_sigma=0.3, man_init=0.5, man_decay=1e-4, seed=4),
+     {"sigma": "man_sigma", "initial_weight": "man_init", "weight_decay": "man_decay"}),
+])
+def test_leaf_layers_saved_with_the_old_setting_names_load_as_the_same_layer(make, old_names):
+    config = make().get_config()
+    new_names = {new: old for old, new in old_names.items()}
+    old = {new_names.get(k, k): v for k, v in config.items()}
+    assert set(old) != set(config)
+    with pytest.warns(FutureWarning, match="old setting names"):
+        loaded = type(make()).from_config(old)
+    assert loaded.get_config() == config
+
+
+def test_one_defense_object_reaches_every_block_and_leaf():
+    model = mail_tf.build_model("robust_mail", TASKS, (32, 32, 3), width=0.25, rpf_ratio=0.5, rpf_std_scale=0.5,
+                                defense_decay=0.02, man_sigma=0.3, man_init=0.2, man_decay=1e-3, rpf_emcam=False)
+    blocks = [l for l in model.layers if isinstance(l, L.ERLA)]
+    emcams = [l for l in model.layers if isinstance(l, L.EMCAM)]
+    block_defense = L.Defense(rpf_ratio=0.5, rpf_std_scale=0.5, defense_decay=0.02, man_sigma=0.3, man_init=0.2,
+                              man_decay=1e-3)
+    assert blocks and all(b.defense == block_defense for b in blocks)
+    assert emcams and all(e.defense == block_defense.replace(rpf_ratio=0.0) for e in emcams)
+    rpf = L.random_projection_layers(model)
+    assert rpf and all((l.rpf_ratio, l.rpf_std_scale, l.defense_decay) == (0.5, 0.5, 0.02) for l in rpf)
+    noise = L.noise_layers(model)
+    assert noise and all((n.man_sigma, n.man_init, n.man_decay) == (0.3, 0.2, 1e-3) for n in noise)
+    for bad, match in ((dict(rpf_ratio=1.5), "rpf_ratio"), (dict(man_decay=-1), "man_decay"),
+                       (dict(rpf_std_scale=0), "rpf_std_scale")):
+        with pytest.raises(ValueError, match=match):
+            L.Defense(**bad)

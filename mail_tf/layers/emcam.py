@@ -5,8 +5,9 @@ import keras
 import tensorflow as tf
 
 from mail_tf.layers.dct import channel_dct
+from mail_tf.layers.defense import Defense, with_defense_config
 from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initializer, sigmoid_gate
-from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
+from mail_tf.layers.noise import AttentionNoise
 from mail_tf.layers.residual import GPC_GROUPS, MSGDC
 from mail_tf.layers.serialization import register, saved_before
 
@@ -86,7 +87,8 @@ class MFIFA(keras.layers.Layer):
 
 
 @register
-@saved_before(depthwise_init="keras", rpf_standardize=False)
+@saved_before(depthwise_init="keras")
+@with_defense_config
 class EMSCA(keras.layers.Layer):
     """Efficient multimodal spatial-domain cross attention (Eqs. 10-12); returns A_s (B, 1, 1, C).
 
@@ -94,22 +96,20 @@ class EMSCA(keras.layers.Layer):
     S(x) = GAP(g(x)) + GMP(g(x)); A_s = sigmoid(sum_i theta_i * (S(x_i) + S(x_{m-i+1}) + S(S(x_i)))).
     The symmetric cross-modal pairing is the paper's; the notebook accumulates asymmetrically.
     attention_init="paper" (default) starts theta_i at 1, "neutral" at 0 (A_s = 0.5).
-    Robust-MAIL (Eq. 23): rpf_ratio > 0 puts random projection filters into MSGDC'.
+    Robust-MAIL (Eq. 23): `defense.rpf_ratio` > 0 puts random projection filters into MSGDC'.
     """
 
-    def __init__(self, modalities=2, attention_init="paper", depthwise_init="fan_in", rpf_ratio=0.0,
-                 defense_decay=0.0, rpf_std_scale=1.0, rpf_standardize=True, **kwargs):
+    def __init__(self, modalities=2, attention_init="paper", depthwise_init="fan_in", defense=None, **kwargs):
         super().__init__(**kwargs)
         self.modalities = modalities
         self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
         self.depthwise_init = depthwise_init
-        self.rpf = dict(rpf_ratio=rpf_ratio, rpf_std_scale=rpf_std_scale, rpf_standardize=rpf_standardize,
-                        defense_decay=defense_decay)
+        self.defense = Defense.of(defense)
 
     def build(self, input_shape):
         _, _, _, c = _check_modalities(self, input_shape, self.modalities)
-        self.msgdc = MSGDC(c, groups=GPC_GROUPS, use_bias=False, depthwise_init=self.depthwise_init, name="msgdc",
-                           **self.rpf)
+        self.msgdc = MSGDC(c, groups=GPC_GROUPS, use_bias=False, depthwise_init=self.depthwise_init,
+                           defense=self.defense, name="msgdc")
         self.project = keras.layers.Conv2D(c, 1, name="project")
         self.msgdc.build(input_shape[0])
         self.project.build(self.msgdc.compute_output_shape(input_shape[0]))
@@ -140,11 +140,12 @@ class EMSCA(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "modalities": self.modalities, "attention_init": self.attention_init,
-                "depthwise_init": self.depthwise_init, **self.rpf}
+                "depthwise_init": self.depthwise_init, "defense": self.defense.get_config()}
 
 
 @register
-@saved_before(depthwise_init="keras", rpf_standardize=False)
+@saved_before(depthwise_init="keras")
+@with_defense_config
 class EMCAM(keras.layers.Layer):
     """Efficient multimodal cross-attention module (Eqs. 5, 13). Takes and returns a list of m maps.
 
@@ -157,14 +158,13 @@ class EMCAM(keras.layers.Layer):
     inverse of that, so EMCAM starts as the identity and learns its attention from there (MFIFA's
     and EMSCA's own scales start at 0 too; `mail_tf.layers.gates`).
 
-    Robust-MAIL: rpf_ratio > 0 puts random projection filters into EMSCA (Eq. 23); man_sigma > 0 adds
-    modulated attention noise to A_f, A_s and A_m (Eqs. 24-26; added after the sigmoid and clipped,
+    Robust-MAIL (`defense`): rpf_ratio > 0 puts random projection filters into EMSCA (Eq. 23);
+    man_sigma > 0 adds modulated attention noise to A_f, A_s and A_m (Eqs. 24-26; added after the sigmoid and clipped,
     as the notebook does).
     """
 
     def __init__(self, modalities=2, fusion="parallel", attention_init="paper", depthwise_init="fan_in",
-                 rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT, defense_decay=0.0, rpf_std_scale=1.0,
-                 rpf_standardize=True, man_decay=0.0, **kwargs):
+                 defense=None, **kwargs):
         super().__init__(**kwargs)
         if fusion not in FUSIONS:
             raise ValueError(f"EMCAM fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -172,14 +172,13 @@ class EMCAM(keras.layers.Layer):
         self.fusion = fusion
         self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
         self.depthwise_init = depthwise_init
-        self.rpf = dict(rpf_ratio=rpf_ratio, rpf_std_scale=rpf_std_scale, rpf_standardize=rpf_standardize,
-                        defense_decay=defense_decay)
-        self.man = dict(man_sigma=man_sigma, man_init=man_init, man_decay=man_decay)
+        self.defense = Defense.of(defense)
         self.mfifa = MFIFA(modalities, attention_init=attention_init, name="mfifa") if fusion != "emsca" else None
-        self.emsca = (EMSCA(modalities, attention_init=attention_init, depthwise_init=depthwise_init, name="emsca",
-                            **self.rpf)
+        self.emsca = (EMSCA(modalities, attention_init=attention_init, depthwise_init=depthwise_init,
+                            defense=self.defense, name="emsca")
                       if fusion != "mfifa" else None)
-        noise = lambda name: AttentionNoise(man_sigma, man_init, man_decay, name=name) if man_sigma else None
+        man = self.defense.man
+        noise = lambda name: AttentionNoise(**man, name=name) if man else None
         self.noise_f = noise("man_f") if self.mfifa is not None else None
         self.noise_s = noise("man_s") if self.emsca is not None else None
         self.noise_m = noise("man_m")
@@ -235,4 +234,5 @@ class EMCAM(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "modalities": self.modalities, "fusion": self.fusion,
-                "attention_init": self.attention_init, "depthwise_init": self.depthwise_init, **self.rpf, **self.man}
+                "attention_init": self.attention_init, "depthwise_init": self.depthwise_init,
+                "defense": self.defense.get_config()}

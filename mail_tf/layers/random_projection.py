@@ -6,14 +6,14 @@ w / (std(w) per output filter + 1e-5) / k, so both populations have the same sca
 that, 1/k random filters beside Glorot-initialised trainable ones are ~5x larger (trainable RMS
 0.19 / 0.07 / 0.04 against 1.05 / 0.31 / 0.19 for 1x1 / 3x3 / 5x5), and inside MSGDC the next
 grouped 1x1 conv mixes them before any BN, so each new draw swamps the learned signal.
-`std_scale` multiplies the common std (default 1: the spec's 1/k); `standardize=False` is the
+`rpf_std_scale` multiplies the common std (default 1: the spec's 1/k); `rpf_standardize=False` is the
 earlier unstandardised form. The random kernels live in a non-trainable variable and change only
 when `redraw()` is called: Algorithm 2 holds one draw for the k steps of an attack (phase [A]) and
 draws again for the update and for inference ([I]). Draws come from the layer's own
 `keras.random.SeedGenerator`, so a seed (or `keras.utils.set_random_seed` before building)
 reproduces them, and its state is saved with the model's variables.
 
-`weight_decay` is rho of Eq. 17 as the RPF code applies it: decoupled decay of the trainable kernels
+`defense_decay` is rho of Eq. 17 as the RPF code applies it: decoupled decay of the trainable kernels
 (w <- w - lr * rho * w after each step, what SGD's `weight_decay` does), applied by the training step
 (`mail_tf.training.decay`), not an L2 term through Adam. On standardised kernels it only raises their
 effective learning rate.
@@ -30,10 +30,14 @@ from mail_tf.layers.conv import GroupedPointwiseConv2D, depthwise_initializer
 from mail_tf.layers.serialization import register, saved_before
 from mail_tf.layers.walk import sublayers
 
+# The leaves' names before they took Defense's (mail_tf.layers.defense).
+OLD_NAMES = {"random_ratio": "rpf_ratio", "weight_decay": "defense_decay", "std_scale": "rpf_std_scale",
+             "standardize": "rpf_standardize"}
+
 
 def _check_ratio(layer, ratio):
     if not 0 < ratio <= 1:
-        raise ValueError(f"{layer.name}: random_ratio must be in (0, 1], got {ratio!r}")
+        raise ValueError(f"{layer.name}: rpf_ratio must be in (0, 1], got {ratio!r}")
 
 
 def random_count(total, ratio):
@@ -63,27 +67,27 @@ def assembly_order(total, count):
 class _RandomFilters:
     """Shared state of an RPF layer: the seed generator, the random kernel and `redraw`."""
 
-    def _init_random(self, random_ratio, weight_decay, seed, std_scale, standardize):
-        _check_ratio(self, random_ratio)
-        check_positive(self, "std_scale", std_scale)
-        check_non_negative(self, "weight_decay", weight_decay)
-        self.random_ratio = random_ratio
-        self.std_scale = std_scale
-        self.standardize = bool(standardize)
-        self.weight_decay = weight_decay
+    def _init_random(self, rpf_ratio, defense_decay, seed, rpf_std_scale, rpf_standardize):
+        _check_ratio(self, rpf_ratio)
+        check_positive(self, "rpf_std_scale", rpf_std_scale)
+        check_non_negative(self, "defense_decay", defense_decay)
+        self.rpf_ratio = rpf_ratio
+        self.rpf_std_scale = rpf_std_scale
+        self.rpf_standardize = bool(rpf_standardize)
+        self.defense_decay = defense_decay
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="rpf_seed")
 
     def _add_random_kernel(self, shape, kernel_size):
-        self.random_std = self.std_scale / kernel_size     # of the random filters, and of the standardised ones
+        self.random_std = self.rpf_std_scale / kernel_size     # of the random filters, and of the standardised ones
         self.random_kernel = self.add_weight(name="random_kernel", shape=shape, initializer="zeros",
                                              trainable=False)
         self.redraw()
 
     def trainable_kernel(self):
-        """The trainable filters as applied: with `standardize`, each filter (an index of the layer's
+        """The trainable filters as applied: with `rpf_standardize`, each filter (an index of the layer's
         `filter_axis`) rescaled to std `random_std` over its own weights; else the raw variable."""
-        if not self.standardize:
+        if not self.rpf_standardize:
             return self.kernel
         rank = len(self.kernel.shape)
         axes = [a for a in range(rank) if a != self.filter_axis % rank]
@@ -95,7 +99,7 @@ class _RandomFilters:
 
     def decayed_weights(self):
         """[(variable, rate)] for the training step's decoupled decay (rho on the trainable kernel)."""
-        return [(self.kernel, self.weight_decay)] if self.weight_decay else []
+        return [(self.kernel, self.defense_decay)] if self.defense_decay else []
 
     def redraw(self):
         """Draw new random kernels (one Algorithm 2 phase); they stay fixed until the next call."""
@@ -104,12 +108,12 @@ class _RandomFilters:
             dtype=self.random_kernel.dtype))
 
     def _random_config(self):
-        return {"random_ratio": self.random_ratio, "weight_decay": self.weight_decay, "seed": self.seed,
-                "std_scale": self.std_scale, "standardize": self.standardize}
+        return {"rpf_ratio": self.rpf_ratio, "defense_decay": self.defense_decay, "seed": self.seed,
+                "rpf_std_scale": self.rpf_std_scale, "rpf_standardize": self.rpf_standardize}
 
 
 @register
-@saved_before(standardize=False)
+@saved_before(renamed=OLD_NAMES, rpf_standardize=False)
 class RandomProjectionPointwiseConv2D(_RandomFilters, GroupedPointwiseConv2D):
     """Grouped 1x1 convolution with round(ratio * filters) random filters (std 1/k = 1) and the rest
     trainable, standardised per output filter to the same std.
@@ -120,11 +124,11 @@ class RandomProjectionPointwiseConv2D(_RandomFilters, GroupedPointwiseConv2D):
 
     filter_axis = -1   # the kernel is (1, 1, C_in / groups, filters)
 
-    def __init__(self, filters, groups=1, random_ratio=0.25, weight_decay=0.0, seed=None, std_scale=1.0,
-                 standardize=True, **kwargs):
+    def __init__(self, filters, groups=1, rpf_ratio=0.25, defense_decay=0.0, seed=None, rpf_std_scale=1.0,
+                 rpf_standardize=True, **kwargs):
         super().__init__(filters, groups=groups, **kwargs)
-        self._init_random(random_ratio, weight_decay, seed, std_scale, standardize)
-        self.random_filters = random_count(filters, random_ratio)
+        self._init_random(rpf_ratio, defense_decay, seed, rpf_std_scale, rpf_standardize)
+        self.random_filters = random_count(filters, rpf_ratio)
         self._order = assembly_order(filters, self.random_filters)
 
     def build(self, input_shape):
@@ -146,7 +150,7 @@ class RandomProjectionPointwiseConv2D(_RandomFilters, GroupedPointwiseConv2D):
 
 
 @register
-@saved_before(standardize=False, depthwise_init="keras")
+@saved_before(renamed=OLD_NAMES, rpf_standardize=False, depthwise_init="keras")
 class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
     """Depthwise k x k convolution ('same' padding) in which round(ratio * C) evenly spread input
     channels use random kernels with std 1/k and the others trainable kernels standardised per
@@ -155,10 +159,10 @@ class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
 
     filter_axis = 2    # the kernel is (k, k, C, 1): channel c's filter is [:, :, c, 0]
 
-    def __init__(self, kernel_size, strides=1, use_bias=True, random_ratio=0.25, weight_decay=0.0,
-                 seed=None, std_scale=1.0, depthwise_init="fan_in", standardize=True, **kwargs):
+    def __init__(self, kernel_size, strides=1, use_bias=True, rpf_ratio=0.25, defense_decay=0.0,
+                 seed=None, rpf_std_scale=1.0, depthwise_init="fan_in", rpf_standardize=True, **kwargs):
         super().__init__(**kwargs)
-        self._init_random(random_ratio, weight_decay, seed, std_scale, standardize)
+        self._init_random(rpf_ratio, defense_decay, seed, rpf_std_scale, rpf_standardize)
         self.kernel_size = kernel_size
         self.strides = strides
         self.use_bias = use_bias
@@ -171,7 +175,7 @@ class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
             raise ValueError(f"{self.name}: expected a (batch, height, width, channels) input with known "
                              f"channels, got shape {tuple(input_shape)}")
         k = self.kernel_size
-        self.random_channels = random_count(channels, self.random_ratio)
+        self.random_channels = random_count(channels, self.rpf_ratio)
         self._order = assembly_order(channels, self.random_channels)
         self.kernel = self.add_weight(name="kernel", shape=(k, k, channels - self.random_channels, 1),
                                       initializer=self._initializer)

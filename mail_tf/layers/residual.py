@@ -6,8 +6,9 @@ import tensorflow as tf
 
 from mail_tf.layers.batch_norm import BatchNormalization
 from mail_tf.layers.conv import ChannelShuffle, GroupedPointwiseConv2D, depthwise_initializer
+from mail_tf.layers.defense import Defense, with_defense_config
 from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initializer, sigmoid_gate
-from mail_tf.layers.noise import DEFAULT_INIT, AttentionNoise
+from mail_tf.layers.noise import AttentionNoise
 from mail_tf.layers.random_projection import RandomProjectionDepthwiseConv2D, RandomProjectionPointwiseConv2D
 from mail_tf.layers.serialization import register, saved_before
 from mail_tf.layers.checks import check_rank4
@@ -19,7 +20,8 @@ CA_POOLS = ("paper", "notebook")
 
 
 @register
-@saved_before(depthwise_init="keras", rpf_standardize=False)
+@saved_before(depthwise_init="keras")
+@with_defense_config
 class MSGDC(keras.layers.Layer):
     """Multi-scale group depth-wise convolution (Eq. 2): [GPC(x), DWC3(x), DWC5(x)] on channels.
 
@@ -27,14 +29,14 @@ class MSGDC(keras.layers.Layer):
     so the output has `filters + len(kernel_sizes) * C_in` channels.
     The depth-wise kernels start as `depthwise_init` says ("fan_in": std 1/k; "keras": Keras's
     glorot, ~sqrt(C_in) smaller; `mail_tf.layers.conv.DEPTHWISE_INITS`).
-    Robust-MAIL (Eq. 20): with rpf_ratio > 0 that fraction of the GPC filters and of the depth-wise
-    channels are random projection filters; the trainable kernels beside them are weight-standardised
-    (`rpf_standardize`) and decayed by `defense_decay` (`mail_tf.layers.random_projection`).
+    Robust-MAIL (Eq. 20): with `defense.rpf_ratio` > 0 that fraction of the GPC filters and of the
+    depth-wise channels are random projection filters; the trainable kernels beside them are
+    weight-standardised (`rpf_standardize`) and decayed by `defense_decay`
+    (`mail_tf.layers.random_projection`). `defense`: a `Defense` (or its config); MAN is not MSGDC's.
     """
 
     def __init__(self, filters, strides=1, groups=GPC_GROUPS, kernel_sizes=(3, 5), use_bias=True,
-                 depthwise_init="fan_in", rpf_ratio=0.0, defense_decay=0.0, rpf_std_scale=1.0,
-                 rpf_standardize=True, **kwargs):
+                 depthwise_init="fan_in", defense=None, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
@@ -42,13 +44,9 @@ class MSGDC(keras.layers.Layer):
         self.kernel_sizes = tuple(kernel_sizes)
         self.use_bias = use_bias
         self.depthwise_init = depthwise_init
-        self.rpf_ratio = rpf_ratio
-        self.defense_decay = defense_decay
-        self.rpf_std_scale = rpf_std_scale
-        self.rpf_standardize = rpf_standardize
-        if rpf_ratio:
-            rpf = dict(random_ratio=rpf_ratio, weight_decay=defense_decay, std_scale=rpf_std_scale,
-                       standardize=rpf_standardize, strides=strides, use_bias=use_bias)
+        self.defense = Defense.of(defense)
+        if self.defense.rpf:
+            rpf = dict(strides=strides, use_bias=use_bias, **self.defense.rpf)
             self.pointwise = RandomProjectionPointwiseConv2D(filters, groups=groups, name="gpc", **rpf)
             self.depthwise = [RandomProjectionDepthwiseConv2D(k, depthwise_init=depthwise_init, name=f"dwc{k}", **rpf)
                               for k in self.kernel_sizes]
@@ -76,12 +74,12 @@ class MSGDC(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
                 "groups": self.groups, "kernel_sizes": list(self.kernel_sizes), "use_bias": self.use_bias,
-                "depthwise_init": self.depthwise_init, "rpf_ratio": self.rpf_ratio, "defense_decay": self.defense_decay,
-                "rpf_std_scale": self.rpf_std_scale, "rpf_standardize": self.rpf_standardize}
+                "depthwise_init": self.depthwise_init, "defense": self.defense.get_config()}
 
 
 @register
 @saved_before(pools="notebook", renamed={"defense_decay": "man_decay"})
+@with_defense_config
 class ChannelAttention(keras.layers.Layer):
     """CA (Eq. 4): y * sigmoid(theta * Dense(C)(ReLU(Dense(C/r)(z)))).
 
@@ -91,20 +89,17 @@ class ChannelAttention(keras.layers.Layer):
     64 px and above (docs/TRAINABILITY.md), so it is a compatibility option only.
     attention_init="paper" (default) starts theta at 1; "neutral" at 0, so the map starts at a
     uniform 0.5 with the full sigmoid slope (see `mail_tf.layers.gates`).
-    Robust-MAIL (Eq. 21): with man_sigma > 0, modulated attention noise is added to the map (its
-    delta decayed by `man_decay`).
+    Robust-MAIL (Eq. 21): with `defense.man_sigma` > 0, modulated attention noise is added to the map
+    (its delta decayed by `man_decay`); RPF is not CA's.
     """
 
-    def __init__(self, reduction=4, pools="paper", attention_init="paper", man_sigma=0.0, man_init=DEFAULT_INIT,
-                 man_decay=0.0, **kwargs):
+    def __init__(self, reduction=4, pools="paper", attention_init="paper", defense=None, **kwargs):
         super().__init__(**kwargs)
         self.reduction = reduction
         self.pools = check_choice("pools", pools, CA_POOLS)
         self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
-        self.man_sigma = man_sigma
-        self.man_init = man_init
-        self.man_decay = man_decay
-        self.noise = (AttentionNoise(man_sigma, man_init, man_decay, name="man") if man_sigma else None)
+        self.defense = Defense.of(defense)
+        self.noise = AttentionNoise(**self.defense.man, name="man") if self.defense.man else None
 
     def build(self, input_shape):
         check_rank4(self, input_shape)
@@ -139,28 +134,28 @@ class ChannelAttention(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "reduction": self.reduction, "pools": self.pools,
-                "attention_init": self.attention_init, **_man_config(self)}
+                "attention_init": self.attention_init, "defense": self.defense.get_config()}
 
 
 @register
-@saved_before(ca_pools="notebook", depthwise_init="keras", rpf_standardize=False)
+@saved_before(ca_pools="notebook", depthwise_init="keras")
+@with_defense_config
 class EMILA(keras.layers.Layer):
     """EMILA (Eq. 3, notebook form): ReLU(BN(Conv1x1_s(x)) + CA(BN(Fuse(Shuffle(MSGDC_s(x))))))."""
 
     def __init__(self, filters, strides=1, ca_pools="paper", attention_init="paper", depthwise_init="fan_in",
-                 rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT, defense_decay=0.0, rpf_std_scale=1.0,
-                 rpf_standardize=True, man_decay=0.0, **kwargs):
+                 defense=None, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
         self.ca_pools, self.attention_init, self.depthwise_init = ca_pools, attention_init, depthwise_init
-        _set_defense(self, rpf_ratio, rpf_std_scale, rpf_standardize, defense_decay, man_sigma, man_init, man_decay)
-        self.msgdc = MSGDC(filters, strides=strides, depthwise_init=depthwise_init, name="msgdc",
-                           **_rpf_config(self))
+        self.defense = Defense.of(defense)
+        self.msgdc = MSGDC(filters, strides=strides, depthwise_init=depthwise_init, defense=self.defense,
+                           name="msgdc")
         self.shuffle = ChannelShuffle(SHUFFLE_GROUPS, name="shuffle")
         self.fuse = GroupedPointwiseConv2D(filters, groups=FUSE_GROUPS, name="fuse")
         self.fuse_bn = BatchNormalization(name="fuse_bn")
-        self.ca = ChannelAttention(pools=ca_pools, attention_init=attention_init, name="ca", **_man_config(self))
+        self.ca = ChannelAttention(pools=ca_pools, attention_init=attention_init, defense=self.defense, name="ca")
         self.residual = keras.layers.Conv2D(filters, 1, strides=strides, name="residual")
         self.residual_bn = BatchNormalization(name="residual_bn")
 
@@ -189,35 +184,14 @@ class EMILA(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                **_attention_config(self), **_defense_config(self)}
+                **_form_config(self)}
 
 
-def _attention_config(layer):
-    """The block's form: the channel attention's pools, how its gates and depth-wise kernels start."""
+def _form_config(layer):
+    """The block's form: the channel attention's pools, how its gates and depth-wise kernels start,
+    and its defenses (`Defense`: none is plain MAIL)."""
     return {"ca_pools": layer.ca_pools, "attention_init": layer.attention_init,
-            "depthwise_init": layer.depthwise_init}
-
-
-def _set_defense(layer, rpf_ratio, rpf_std_scale, rpf_standardize, defense_decay, man_sigma, man_init, man_decay):
-    layer.rpf_ratio, layer.rpf_std_scale, layer.rpf_standardize, layer.defense_decay = (
-        rpf_ratio, rpf_std_scale, rpf_standardize, defense_decay)
-    layer.man_sigma, layer.man_init, layer.man_decay = man_sigma, man_init, man_decay
-
-
-def _rpf_config(layer):
-    """A layer's random projection filter settings, as MSGDC takes them."""
-    return {"rpf_ratio": layer.rpf_ratio, "rpf_std_scale": layer.rpf_std_scale,
-            "rpf_standardize": layer.rpf_standardize, "defense_decay": layer.defense_decay}
-
-
-def _man_config(layer):
-    """A layer's modulated attention noise settings, as ChannelAttention takes them."""
-    return {"man_sigma": layer.man_sigma, "man_init": layer.man_init, "man_decay": layer.man_decay}
-
-
-def _defense_config(layer):
-    """Robust-MAIL settings of a block (rates and ratio zero: plain MAIL)."""
-    return {**_rpf_config(layer), **_man_config(layer)}
+            "depthwise_init": layer.depthwise_init, "defense": layer.defense.get_config()}
 
 
 class ShortcutBlock(keras.layers.Layer):
@@ -262,7 +236,8 @@ class ShortcutBlock(keras.layers.Layer):
 
 
 @register
-@saved_before(ca_pools="notebook", depthwise_init="keras", zero_init_residual=False, rpf_standardize=False)
+@saved_before(ca_pools="notebook", depthwise_init="keras", zero_init_residual=False)
+@with_defense_config
 class ERLA(ShortcutBlock):
     """ERLA (Eq. 1, notebook form): ReLU(shortcut(x) + BN(PW(EMILA_1(ReLU(BN(EMILA_s(x))))))).
 
@@ -273,13 +248,13 @@ class ERLA(ShortcutBlock):
     """
 
     def __init__(self, filters, strides=1, projection=False, ca_pools="paper", attention_init="paper",
-                 depthwise_init="fan_in", zero_init_residual=True, rpf_ratio=0.0, man_sigma=0.0, man_init=DEFAULT_INIT,
-                 defense_decay=0.0, rpf_std_scale=1.0, rpf_standardize=True, man_decay=0.0, **kwargs):
+                 depthwise_init="fan_in", zero_init_residual=True, defense=None, **kwargs):
         super().__init__(filters, strides, projection, shortcut_bias=True, **kwargs)
         self.ca_pools, self.attention_init, self.depthwise_init = ca_pools, attention_init, depthwise_init
         self.zero_init_residual = zero_init_residual
-        _set_defense(self, rpf_ratio, rpf_std_scale, rpf_standardize, defense_decay, man_sigma, man_init, man_decay)
-        settings = {**_attention_config(self), **_defense_config(self)}
+        self.defense = Defense.of(defense)
+        settings = dict(ca_pools=ca_pools, attention_init=attention_init, depthwise_init=depthwise_init,
+                        defense=self.defense)
         self.emila1 = EMILA(filters, strides=strides, name="emila1", **settings)
         self.bn1 = BatchNormalization(name="bn1")
         self.emila2 = EMILA(filters, name="emila2", **settings)
@@ -300,8 +275,7 @@ class ERLA(ShortcutBlock):
         return tf.nn.relu(self._shortcut(x, training) + y)
 
     def get_config(self):
-        return {**super().get_config(), "zero_init_residual": self.zero_init_residual, **_attention_config(self),
-                **_defense_config(self)}
+        return {**super().get_config(), "zero_init_residual": self.zero_init_residual, **_form_config(self)}
 
 
 @register

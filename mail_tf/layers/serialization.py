@@ -20,6 +20,11 @@ def saved_before(renamed=None, **options):
 
         @classmethod
         def with_old_defaults(klass, config):
+            old = [k for k in config if k in (renamed or {})]
+            if old:
+                from mail_tf.layers.defense import warn_renamed
+
+                warn_renamed(klass.__name__, old)
             config = {(renamed or {}).get(k, k): v for k, v in config.items()}
             return from_config(klass, {**options, **config})
 

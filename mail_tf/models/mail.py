@@ -13,7 +13,7 @@ BLOCKS = {"erla": ERLA, "plain": ResidualBlock}
 
 def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", width=1.0, block="erla",
                fusion="parallel", dropout=0.25, mc_dropout=False, ca_pools="paper", attention_init="paper",
-               depthwise_init="fan_in", zero_init_residual=True, block_settings=None, emcam_settings=None,
+               depthwise_init="fan_in", zero_init_residual=True, block_defense=None, emcam_defense=None,
                name="mail"):
     """Build a MAIL network as a functional `keras.Model`.
 
@@ -37,8 +37,8 @@ def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", widt
       zero_init_residual: start the last BN scale of every ERLA at 0, so each block starts as its
         shortcut (Goyal et al. 2017); False: Keras's 1 (the notebooks). Plain blocks keep Keras's
         init, so `resnet18_pair` stays the standard reference.
-      block_settings, emcam_settings: extra constructor arguments of every ERLA / EMCAM (the
-        Robust-MAIL defenses; see `build_robust_mail`).
+      block_defense, emcam_defense: the `Defense` of every ERLA / EMCAM (Robust-MAIL's; see
+        `build_robust_mail`); None: none, plain MAIL.
 
     Returns:
       A model taking a list of m image batches and returning {task_name: logits}.
@@ -57,13 +57,13 @@ def build_mail(num_classes, input_shape=(128, 128, 3), backbone="resnet18", widt
                          f"width, got {[s[:2] for s in shapes]}")
     widths = [scaled_width(w, width) for w in STAGE_WIDTHS]
     block_cls = BLOCKS[block]
-    block_settings = block_settings or {}
-    if block_settings and block != "erla":
-        raise ValueError(f"block settings {sorted(block_settings)} need ERLA blocks, got block={block!r}")
+    block_settings = {}
+    if block_defense is not None and block != "erla":
+        raise ValueError(f"the block defenses ({block_defense}) need ERLA blocks, got block={block!r}")
     if block == "erla":
         block_settings = dict(ca_pools=ca_pools, attention_init=attention_init, depthwise_init=depthwise_init,
-                              zero_init_residual=zero_init_residual, **block_settings)
-    emcam_settings = dict(attention_init=attention_init, depthwise_init=depthwise_init, **(emcam_settings or {}))
+                              zero_init_residual=zero_init_residual, defense=block_defense)
+    emcam_settings = dict(attention_init=attention_init, depthwise_init=depthwise_init, defense=emcam_defense)
     dropout_cls = MCDropout if mc_dropout else Dropout
 
     inputs, branches = modality_inputs(tasks, shapes)

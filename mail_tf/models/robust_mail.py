@@ -2,7 +2,7 @@
 filters (RPF) and modulated attention noise (MAN), each switchable, so every row of Table 5 is one
 configuration and all switches off is exactly MAIL."""
 
-from mail_tf.layers.noise import DEFAULT_INIT, DEFAULT_SIGMA
+from mail_tf.layers.defense import DEFAULT_INIT, DEFAULT_SIGMA, Defense
 from mail_tf.models.mail import build_mail
 
 DEFAULT_RPF_RATIO = 0.25   # the notebook's earlier cell; its published default 0 switches RPF off
@@ -39,20 +39,16 @@ def build_robust_mail(num_classes, input_shape=(128, 128, 3), rpf_erla=True, rpf
     """
     if not 0 < rpf_ratio <= 1:
         raise ValueError(f"rpf_ratio must be in (0, 1], got {rpf_ratio!r}")
-    if not rpf_std_scale > 0:
-        raise ValueError(f"rpf_std_scale must be positive, got {rpf_std_scale!r}")
     if man and not man_sigma > 0:
         raise ValueError(f"man_sigma must be positive, got {man_sigma!r}")
-    for flag, value in (("defense_decay", defense_decay), ("man_decay", man_decay)):
-        if not value >= 0:
-            raise ValueError(f"{flag} must be >= 0, got {value!r}")
-    noise = dict(man_sigma=man_sigma if man else 0.0, man_init=man_init, man_decay=man_decay)
-    rpf = dict(defense_decay=defense_decay, rpf_std_scale=rpf_std_scale, rpf_standardize=bool(rpf_standardize))
-    block_settings = dict(rpf_ratio=rpf_ratio if rpf_erla else 0.0, **rpf, **noise)
-    emcam_settings = dict(rpf_ratio=rpf_ratio if rpf_emcam else 0.0, **rpf, **noise)
+    defense = Defense(rpf_ratio=rpf_ratio, rpf_std_scale=rpf_std_scale, rpf_standardize=bool(rpf_standardize),
+                      defense_decay=defense_decay, man_sigma=man_sigma if man else 0.0, man_init=man_init,
+                      man_decay=man_decay)       # checks the other ranges
     if mail_settings.get("fusion", "parallel") is None and (rpf_emcam or man):
         raise ValueError("RPF in EMCAM and MAN need EMCAM; got fusion=None")
     if not (rpf_erla or rpf_emcam or man):      # all switches off: exactly MAIL
-        block_settings = emcam_settings = None
-    return build_mail(num_classes, input_shape, block_settings=block_settings, emcam_settings=emcam_settings,
-                      name=name, **mail_settings)
+        return build_mail(num_classes, input_shape, name=name, **mail_settings)
+    block_defense = defense.replace(rpf_ratio=rpf_ratio if rpf_erla else 0.0)
+    emcam_defense = defense.replace(rpf_ratio=rpf_ratio if rpf_emcam else 0.0)
+    return build_mail(num_classes, input_shape, block_defense=block_defense, emcam_defense=emcam_defense, name=name,
+                      **mail_settings)
