@@ -12,7 +12,7 @@ of the highest-loss one, which may still be classified correctly (AutoAttack's r
 
 import tensorflow as tf
 
-from mail_tf.attacks.gradient import fooling_or, keep_fooling, project, split_fooled, uniform_start
+from mail_tf.attacks.gradient import fooling_or, keep_fooling, losses_and_gradients, project, uniform_start
 
 
 def checkpoint_steps(iters):
@@ -54,72 +54,87 @@ def apgd(loss_fn, images, eps, iters=100, rho=0.75, alpha=0.75, seed=(0, 0), ran
 
     images: list of clean batches in [0, 1]; perturb: indices of the modalities to attack (all).
     """
-    images = [tf.convert_to_tensor(x) for x in images]
-    chosen = set(range(len(images)) if perturb is None else perturb)
-    dtype = images[0].dtype
-    eps = tf.cast(eps, dtype)
-    seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
-    batch = tf.shape(images[0])[0]
-    is_check, window = checkpoint_table(iters)
-    window = tf.cast(window, dtype)
+    run = _APGD(loss_fn, images, eps, iters, rho, alpha, perturb)
+    (state,) = tf.while_loop(lambda s: s["k"] < tf.cast(iters, tf.int32), lambda s: (run.iteration(s),),
+                             (run.start(seed, random_start),))
+    return fooling_or(state["found"], state["fooled_any"], state["x_best"])
 
-    def expand(v, x):          # (B,) -> broadcastable to x
-        return tf.reshape(v, [-1] + [1] * (len(x.shape) - 1))
 
-    def value_and_grad(xs):
-        with tf.GradientTape() as tape:
-            tape.watch(xs)
-            loss, fooled = split_fooled(loss_fn(xs))
-            total = tf.reduce_sum(loss)
-        grads = tape.gradient(total, xs)
-        grads = [tf.zeros_like(x) if g is None or i not in chosen else g for i, (x, g) in enumerate(zip(xs, grads))]
-        return loss, grads, fooled
+def _expand(v, x):
+    """(B,) -> broadcastable to x."""
+    return tf.reshape(v, [-1] + [1] * (len(x.shape) - 1))
 
-    x0 = [uniform_start(x, i, seed, eps) if i in chosen and random_start else x for i, x in enumerate(images)]
-    loss0, grad0, fooled0 = value_and_grad(x0)
-    found0, fooled_any0 = keep_fooling(list(x0), tf.zeros([batch], tf.bool), x0, fooled0)
-    step = tf.fill([batch], 2.0) * eps
 
-    def move(x_cur, x_old, grad, step, a):
+class _APGD:
+    """One APGD run: its constants, and its steps on the while-loop's state (a dict, see `start`)."""
+
+    def __init__(self, loss_fn, images, eps, iters, rho, alpha, perturb):
+        self.loss_fn = loss_fn
+        self.images = [tf.convert_to_tensor(x) for x in images]
+        self.chosen = set(range(len(self.images)) if perturb is None else perturb)
+        self.dtype = self.images[0].dtype
+        self.eps = tf.cast(eps, self.dtype)
+        self.rho, self.alpha = rho, alpha
+        self.is_check, window = checkpoint_table(iters)
+        self.window = tf.cast(window, self.dtype)
+
+    def evaluate(self, xs):
+        """Per-sample losses, their gradients (zero for the modalities not attacked) and `fooled`."""
+        loss, fooled, grads = losses_and_gradients(self.loss_fn, xs, self.chosen)
+        return loss, [tf.zeros_like(x) if g is None else g for x, g in zip(xs, grads)], fooled
+
+    def start(self, seed, random_start):
+        """The state at the (random) start: the iterate and the one before it, their gradient and
+        loss, the per-sample step 2 eps, the best point so far, the checkpoint counters, the fooling
+        iterate found."""
+        seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
+        batch = tf.shape(self.images[0])[0]
+        x0 = [uniform_start(x, i, seed, self.eps) if i in self.chosen and random_start else x
+              for i, x in enumerate(self.images)]
+        loss0, grad0, fooled0 = self.evaluate(x0)
+        found, fooled_any = keep_fooling(list(x0), tf.zeros([batch], tf.bool), x0, fooled0)
+        # reduced_last starts True (as the reference's): the first checkpoint halves only on oscillation.
+        return dict(k=tf.constant(0), x=x0, x_old=x0, grad=grad0, loss=loss0, step=tf.fill([batch], 2.0) * self.eps,
+                    x_best=x0, grad_best=grad0, loss_best=loss0, rises=tf.zeros([batch], self.dtype),
+                    reduced_last=tf.ones([batch], tf.bool), best_last=loss0, found=found, fooled_any=fooled_any)
+
+    def move(self, s, a):
+        """The momentum step from s["x"]: z, a sign step of the sample's size, then x + a (z - x) +
+        (1 - a)(x - x_old), each projected to the modality's eps-ball."""
         out = []
-        for i, (x, xc, xo, g) in enumerate(zip(images, x_cur, x_old, grad)):
-            if i not in chosen:
+        for i, (x, xc, xo, g) in enumerate(zip(self.images, s["x"], s["x_old"], s["grad"])):
+            if i not in self.chosen:
                 out.append(xc)
                 continue
-            z = project(xc + expand(step, xc) * tf.sign(g), x, eps)
-            out.append(project(xc + a * (z - xc) + (1 - a) * (xc - xo), x, eps))
+            z = project(xc + _expand(s["step"], xc) * tf.sign(g), x, self.eps)
+            out.append(project(xc + a * (z - xc) + (1 - a) * (xc - xo), x, self.eps))
         return out
 
-    def body(k, x_cur, x_old, grad, loss, step, x_best, grad_best, loss_best, rises, reduced_last, best_last,
-             found, fooled_any):
-        a = tf.where(k == 0, tf.constant(1.0, dtype), tf.constant(alpha, dtype))
-        x_new = move(x_cur, x_old, grad, step, a)
-        loss_new, grad_new, fooled = value_and_grad(x_new)
-        found, fooled_any = keep_fooling(found, fooled_any, x_new, fooled)
-        rises = rises + tf.cast(loss_new > loss, dtype)
-        better = loss_new > loss_best
-        x_best = [tf.where(expand(better, xb), xn, xb) for xb, xn in zip(x_best, x_new)]
-        grad_best = [tf.where(expand(better, gb), gn, gb) for gb, gn in zip(grad_best, grad_new)]
-        loss_best = tf.where(better, loss_new, loss_best)
+    def iteration(self, s):
+        """One step: move, evaluate, remember the best and the fooling points, then the checkpoint."""
+        k = s["k"]
+        a = tf.where(k == 0, tf.constant(1.0, self.dtype), tf.constant(self.alpha, self.dtype))
+        x_new = self.move(s, a)
+        loss_new, grad_new, fooled = self.evaluate(x_new)
+        found, fooled_any = keep_fooling(s["found"], s["fooled_any"], x_new, fooled)
+        better = loss_new > s["loss_best"]
+        pick = lambda new, old: [tf.where(_expand(better, o), n, o) for o, n in zip(old, new)]
+        best = dict(x_best=pick(x_new, s["x_best"]), grad_best=pick(grad_new, s["grad_best"]),
+                    loss_best=tf.where(better, loss_new, s["loss_best"]))
+        moved = dict(step=s["step"], x=x_new, grad=grad_new, loss=loss_new,
+                     rises=s["rises"] + tf.cast(loss_new > s["loss"], self.dtype),
+                     reduced_last=s["reduced_last"], best_last=s["best_last"])
+        moved = tf.cond(self.is_check[k + 1], lambda: self.checkpoint(k, moved, best), lambda: moved)
+        return dict(k=k + 1, x_old=s["x"], found=found, fooled_any=fooled_any, **best, **moved)
 
-        def check():
-            oscillating = rises <= rho * window[k + 1]     # the reference's "at most rho of the steps rose"
-            stalled = tf.logical_and(tf.logical_not(reduced_last), best_last >= loss_best)
-            halve = tf.logical_or(oscillating, stalled)
-            h = lambda t: expand(halve, t)
-            return (tf.where(halve, step / 2, step), [tf.where(h(xb), xb, xn) for xb, xn in zip(x_best, x_new)],
-                    [tf.where(h(gb), gb, gn) for gb, gn in zip(grad_best, grad_new)],
-                    tf.where(halve, loss_best, loss_new), tf.zeros_like(rises), halve, loss_best)
-
-        def carry_on():
-            return step, x_new, grad_new, loss_new, rises, reduced_last, best_last
-
-        step, x_next, grad_next, loss_next, rises, reduced_last, best_last = tf.cond(is_check[k + 1], check, carry_on)
-        return (k + 1, x_next, x_cur, grad_next, loss_next, step, x_best, grad_best, loss_best, rises, reduced_last,
-                best_last, found, fooled_any)
-
-    # reduced_last starts True (as the reference's): the first checkpoint halves only on oscillation.
-    state = (tf.constant(0), x0, x0, grad0, loss0, step, x0, grad0, loss0, tf.zeros([batch], dtype),
-             tf.ones([batch], tf.bool), loss0, found0, fooled_any0)
-    out = tf.while_loop(lambda k, *_: k < tf.cast(iters, tf.int32), body, state)
-    return fooling_or(out[12], out[13], out[6])
+    def checkpoint(self, k, moved, best):
+        """Halve the step of the samples whose loss rose in at most rho of the window's steps (the
+        reference's oscillation test) or that neither halved nor improved at the last checkpoint,
+        and restart those from their best point."""
+        oscillating = moved["rises"] <= self.rho * self.window[k + 1]
+        stalled = tf.logical_and(tf.logical_not(moved["reduced_last"]), moved["best_last"] >= best["loss_best"])
+        halve = tf.logical_or(oscillating, stalled)
+        back = lambda kept, new: [tf.where(_expand(halve, b), b, n) for b, n in zip(kept, new)]
+        return dict(step=tf.where(halve, moved["step"] / 2, moved["step"]), x=back(best["x_best"], moved["x"]),
+                    grad=back(best["grad_best"], moved["grad"]), loss=tf.where(halve, best["loss_best"], moved["loss"]),
+                    rises=tf.zeros_like(moved["rises"]), reduced_last=halve, best_last=best["loss_best"])

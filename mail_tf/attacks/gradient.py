@@ -114,6 +114,19 @@ def l1_normalise(grads, chosen):
             for i, g in enumerate(grads)]
 
 
+def losses_and_gradients(loss_fn, xs, chosen):
+    """(losses, fooled, gradients) of loss_fn at the images `xs`: the losses (per sample, or a
+    scalar) and `fooled` (None without it) as `split_fooled` gives them, and the gradient of the
+    losses' sum with respect to each image in `chosen` (None for the others, and for an image the
+    loss does not depend on)."""
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        losses, fooled = split_fooled(loss_fn(xs))
+        total = tf.reduce_sum(losses)
+    grads = tape.gradient(total, xs)
+    return losses, fooled, [g if i in chosen else None for i, g in enumerate(grads)]
+
+
 def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None, budget=None):
     """Maximise the sum of loss_fn(list of images) (a scalar or per-sample losses, or (losses, fooled))
     by sign-gradient steps; returns the adversarial images (with `fooled`: an iterate that fooled the
@@ -140,11 +153,7 @@ def sign_attack(loss_fn, images, attack, seed=(0, 0), perturb=None, budget=None)
     momentum = [tf.zeros_like(x) for x in images]
     found, fooled_any = list(x_adv), tf.zeros([tf.shape(images[0])[0]], tf.bool)
     for _ in tf.range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(x_adv)
-            losses, fooled = split_fooled(loss_fn(x_adv))
-            loss = tf.reduce_sum(losses)
-        grads = tape.gradient(loss, x_adv)
+        _, fooled, grads = losses_and_gradients(loss_fn, x_adv, chosen)
         found, fooled_any = keep_fooling(found, fooled_any, x_adv, fooled)
         if attack.method == "mim":
             grads = l1_normalise(grads, chosen)
