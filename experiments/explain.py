@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from experiments.cli import check_ranges, define_shared, refusing  # noqa: E402
+from mail_tf.figures import pyplot, save_figure  # noqa: E402
 
 FLAGS = flags.FLAGS
 define_shared(__name__, run=None, seed=(0, "Seed of the attack's random start."),
@@ -94,22 +95,16 @@ def explain(model, images, method, targets, draws):
     return {t: maps[t] for t in maps if t not in ("explained", "draws")}, maps["explained"]
 
 
-def save_figure(fig, axes, path, title):
-    import matplotlib.pyplot as plt
-
+def finish_grid(fig, axes, path, title):
+    """An image grid without axes, titled, written to `path`."""
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def plot_pair(path, images, maps, predicted, labels, class_names, tasks, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows, cols = len(images), 1 + 2 * len(tasks)
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.3 * rows), squeeze=False)
@@ -126,16 +121,13 @@ def plot_pair(path, images, maps, predicted, labels, class_names, tasks, title):
             axes[m][2 + 2 * k].imshow(image)
             axes[m][2 + 2 * k].imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
             axes[m][2 + 2 * k].set_title(f"predicted {names[int(predicted[task])]}{true}", fontsize=8)
-    save_figure(fig, axes, path, title)
+    finish_grid(fig, axes, path, title)
 
 
 def plot_gallery(path, rows, class_names, title):
     """rows: [(task, modality index, [(image, map, predicted, true) correct...], [... wrong])]: one figure row per
     example rank and task, correct pairs on the left, wrong ones on the right (image, then overlay)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     k = max(max(len(c), len(w)) for _, _, c, w in rows)
     fig, axes = plt.subplots(len(rows) * k, 4, figsize=(8.4, 2.2 * len(rows) * k), squeeze=False)
@@ -152,7 +144,7 @@ def plot_gallery(path, rows, class_names, title):
                 ax_map.imshow(image)
                 ax_map.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
                 ax_map.set_title(f"{FLAGS.method}\npredicted {names[predicted]}", fontsize=8)
-    save_figure(fig, axes, path, title)
+    finish_grid(fig, axes, path, title)
 
 
 def gallery(model, modalities, config, k, out):

@@ -78,13 +78,19 @@ def attack_label(spec):
             f"{'TMTL loss' if spec.loss == 'tmtl' else 'loss of the scored task'}")
 
 
-def format_table(protocols):
-    lines = [f"{'protocol':9} {'task':18} {'n':>6} {'clean':>7} {'robust':>7} {'robust (vote)':>14}"]
+def result_rows(protocols):
+    """(protocol, task, n, clean, robust, majority vote as text or '') per protocol and task."""
     for protocol, per_task in protocols.items():
         for task, r in per_task.items():
             vote = r.get("robust_majority_accuracy")
-            lines.append(f"{protocol:9} {task:18} {r['count']:6d} {r['clean_accuracy']:7.4f} "
-                         f"{r['robust_accuracy']:7.4f} {'' if vote is None else f'{vote:.4f}':>14}")
+            yield (protocol, task, r["count"], r["clean_accuracy"], r["robust_accuracy"],
+                   "" if vote is None else f"{vote:.4f}")
+
+
+def format_table(protocols):
+    lines = [f"{'protocol':9} {'task':18} {'n':>6} {'clean':>7} {'robust':>7} {'robust (vote)':>14}"]
+    lines += [f"{protocol:9} {task:18} {n:6d} {clean:7.4f} {robust:7.4f} {vote:>14}"
+              for protocol, task, n, clean, robust, vote in result_rows(protocols)]
     return "\n".join(lines)
 
 
@@ -107,11 +113,8 @@ def markdown_report(results):
         lines.append(f"- {results['note']}")
     lines += ["",
              "| protocol | task | n | clean | robust | robust (majority vote) |", "|---|---|---|---|---|---|"]
-    for protocol, per_task in results["protocols"].items():
-        for task, r in per_task.items():
-            vote = r.get("robust_majority_accuracy")
-            lines.append(f"| {protocol} | {task} | {r['count']} | {r['clean_accuracy']:.4f} | "
-                         f"{r['robust_accuracy']:.4f} | {'' if vote is None else f'{vote:.4f}'} |")
+    lines += [f"| {protocol} | {task} | {n} | {clean:.4f} | {robust:.4f} | {vote} |"
+              for protocol, task, n, clean, robust, vote in result_rows(results["protocols"])]
     for protocol, checks in results.get("sanity", {}).items():
         lines += ["", f"## Sanity checks ({protocol} protocol)", ""]
         lines += [f"- {'ok' if c['passed'] else '**FAILED**'}: {c['check']} — `{c['detail']}`" for c in checks]

@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from experiments.cli import define_shared, number_list, refusing  # noqa: E402
+from mail_tf.figures import pyplot, save_figure  # noqa: E402
 
 FLAGS = flags.FLAGS
 define_shared(__name__, dataset=("medmnist", "Named experiment or KIND[:OPTION]=ROOT,... spec whose test images "
@@ -65,10 +66,7 @@ def sample_images(dataset, data_dir, size, num, seed):
 
 
 def saturation_plot(report, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [(model, variant) for model in report for variant in report[model]
             if any(per_size["by_kind"] for per_size in report[model][variant].values())]  # models with gates
@@ -86,9 +84,7 @@ def saturation_plot(report, path):
         ax.set_ylabel("% saturated")
         ax.set_title(f"{model} ({variant})", fontsize=9)
         ax.legend(fontsize=7, ncol=len(sizes))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def measure(models, sizes, dataset, data_dir, num, signal_size, seed, log=print):

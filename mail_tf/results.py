@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mail_tf.training.config import HOW_NOT_WHAT
+from mail_tf.figures import pyplot, save_figure
 
 # Config fields that do not make two runs different experiments: the seed, where the data was
 # read from, and how (config.HOW_NOT_WHAT, which a resume may change too).
@@ -191,10 +192,7 @@ def markdown(tables):
 
 def plot_bars(tables, path):
     """Test ACC / macro-F1 / AUC per group with the std over seeds as error bars, a row per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [(d, t, rows) for d, per_task in tables.items() for t, rows in per_task.items()]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.2 + 0.9 * max(len(p[2]) for p in panels) * len(panels)),
@@ -210,18 +208,13 @@ def plot_bars(tables, path):
         ax.set_title(f"{dataset}: {task} (test, mean ± std over seeds)", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     axes[0, 0].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_curves(runs, path):
     """Validation loss and per-task validation accuracy against epoch, one line per run, one colour
     per group (a dataset per row)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     grouped = group_runs(runs)
     columns = 1 + max(len(g[0][1][0].tasks) for g in grouped.values())
@@ -244,6 +237,4 @@ def plot_curves(runs, path):
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

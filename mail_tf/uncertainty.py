@@ -6,6 +6,7 @@ items over K classes. Entropies are in nats.
 """
 
 import numpy as np
+from mail_tf.figures import pyplot, save_figure
 
 EPS = 1e-12
 
@@ -70,10 +71,7 @@ def brier_score(probabilities, labels):
 def plot_reliability(per_task, path, bins=15):
     """One reliability diagram per task: accuracy against confidence per bin, with the diagonal.
     Returns what was drawn, read back from the figure: {task: (bins' left edges, their accuracies)}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(per_task), figsize=(4.5 * len(per_task), 4.2), squeeze=False)
     drawn = {}
@@ -88,7 +86,5 @@ def plot_reliability(per_task, path, bins=15):
         ax.plot(conf[filled], acc[filled], "o", color="tab:red", markersize=3, label="bin mean confidence")
         ax.set(title=f"{task}  (ECE {ece:.3f})", xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
         ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return drawn

@@ -16,6 +16,18 @@ def _seed():
     keras.utils.set_random_seed(1234)
 
 
+def tiny_mail(size=32, seed=7):
+    """A narrow MAIL-RN18 (width 0.25) on size x size inputs: every layer type, quick to run."""
+    keras.utils.set_random_seed(seed)
+    return mail_tf.build_model("mail_rn18", TASKS, input_shape=(size, size, 3), width=0.25)
+
+
+def assert_refused(proc, message=""):
+    """A CLI run refused as bad input should be: a non-zero exit, `message` in stderr, no traceback."""
+    assert proc.returncode != 0, proc.stdout[-1000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
 def images(batch=2, size=32, modalities=2, seed=0, channels=3):
     rng = np.random.default_rng(seed)
     return [rng.random((batch, size, size, channels), dtype=np.float32) for _ in range(modalities)]
@@ -24,5 +36,4 @@ def images(batch=2, size=32, modalities=2, seed=0, channels=3):
 @pytest.fixture(scope="session")
 def small_mail():
     """A narrow MAIL-RN18 on 32x32 inputs: every layer type, quick to run."""
-    keras.utils.set_random_seed(7)
-    return mail_tf.build_model("mail_rn18", TASKS, input_shape=(32, 32, 3), width=0.25)
+    return tiny_mail(32, seed=7)

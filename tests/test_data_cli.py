@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+from conftest import assert_refused
+
 
 def test_data_cli_writes_manifest_and_report(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "experiments.data", "--dataset", "medmnist", "--image_size", "32",
@@ -24,5 +26,4 @@ def test_data_cli_writes_manifest_and_report(tmp_path):
 def test_data_cli_unknown_experiment_is_one_clear_line():
     proc = subprocess.run([sys.executable, "-m", "experiments.data", "--dataset", "nope"],
                           capture_output=True, text=True)
-    assert proc.returncode != 0
-    assert "error: unknown experiment 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    assert_refused(proc, "error: unknown experiment 'nope'")

@@ -6,15 +6,14 @@ import pytest
 import tensorflow as tf
 
 import mail_tf
-from conftest import TASKS, images
+from conftest import TASKS, images, tiny_mail
 from mail_tf.explain import GradCAM, occlusion
 
 
 @pytest.fixture(scope="module")
 def mail64():
     """At 64 px the default targets (stage 4) are 2x2 maps; at 32 px they would be a single pixel."""
-    keras.utils.set_random_seed(5)
-    return mail_tf.build_model("mail_rn18", TASKS, input_shape=(64, 64, 3), width=0.25)
+    return tiny_mail(64, seed=5)
 
 
 @pytest.fixture(scope="module")

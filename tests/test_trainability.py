@@ -10,6 +10,7 @@ import pytest
 
 import mail_tf
 from mail_tf.diagnostics import gate_saturation, saturation_by_kind, signal_propagation
+from conftest import assert_refused
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Bounds at initialisation, 64 and 224 px, real images (measured: docs/TRAINABILITY.md §2). A_f and
@@ -90,4 +91,4 @@ def test_trainability_cli_reports_every_variant_and_refuses_bad_sizes(tmp_path):
     assert (tmp_path / "saturation.png").stat().st_size > 10_000
     proc = subprocess.run([sys.executable, "-m", "experiments.trainability", "--sizes", "16"],
                           capture_output=True, text=True)
-    assert proc.returncode != 0 and "--sizes=16: expected" in proc.stderr and "Traceback" not in proc.stderr
+    assert_refused(proc, "--sizes=16: expected")

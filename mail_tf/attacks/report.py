@@ -1,9 +1,8 @@
 """Plots of robust accuracy against the attack budget (paper Fig. 6) from robust_eval's results."""
 
-import matplotlib
+from mail_tf.figures import pyplot, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+plt = pyplot()
 
 AXIS = {"eps": "eps (l-inf)", "iterations": "iterations"}
 
@@ -15,9 +14,7 @@ def _finish(fig, axes, xlabels, path):
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def _curve(points, task):

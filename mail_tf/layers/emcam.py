@@ -86,10 +86,26 @@ class MFIFA(keras.layers.Layer):
         return {**super().get_config(), "modalities": self.modalities, "attention_init": self.attention_init}
 
 
+class _CrossModal(keras.layers.Layer):
+    """What EMSCA and EMCAM share: the number of modalities, how their gates and depth-wise kernels
+    start, and their defenses."""
+
+    def __init__(self, modalities, attention_init, depthwise_init, defense, **kwargs):
+        super().__init__(**kwargs)
+        self.modalities = modalities
+        self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
+        self.depthwise_init = depthwise_init
+        self.defense = Defense.of(defense)
+
+    def get_config(self):
+        return {**super().get_config(), "modalities": self.modalities, "attention_init": self.attention_init,
+                "depthwise_init": self.depthwise_init, "defense": self.defense.get_config()}
+
+
 @register
 @saved_before(depthwise_init="keras")
 @with_defense_config
-class EMSCA(keras.layers.Layer):
+class EMSCA(_CrossModal):
     """Efficient multimodal spatial-domain cross attention (Eqs. 10-12); returns A_s (B, 1, 1, C).
 
     g = Conv1x1(MSGDC'(x)), one MSGDC' (bias-free GPC, DW3, DW5) shared by all modalities;
@@ -100,11 +116,7 @@ class EMSCA(keras.layers.Layer):
     """
 
     def __init__(self, modalities=2, attention_init="paper", depthwise_init="fan_in", defense=None, **kwargs):
-        super().__init__(**kwargs)
-        self.modalities = modalities
-        self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
-        self.depthwise_init = depthwise_init
-        self.defense = Defense.of(defense)
+        super().__init__(modalities, attention_init, depthwise_init, defense, **kwargs)
 
     def build(self, input_shape):
         _, _, _, c = _check_modalities(self, input_shape, self.modalities)
@@ -138,15 +150,11 @@ class EMSCA(keras.layers.Layer):
         b, _, _, c = input_shape[0]
         return (b, 1, 1, c)
 
-    def get_config(self):
-        return {**super().get_config(), "modalities": self.modalities, "attention_init": self.attention_init,
-                "depthwise_init": self.depthwise_init, "defense": self.defense.get_config()}
-
 
 @register
 @saved_before(depthwise_init="keras")
 @with_defense_config
-class EMCAM(keras.layers.Layer):
+class EMCAM(_CrossModal):
     """Efficient multimodal cross-attention module (Eqs. 5, 13). Takes and returns a list of m maps.
 
     fusion="parallel" (the paper's): A_m = sigmoid(theta_f*A_f + theta_s*A_s); x_i <- x_i*A_m*theta_m,i.
@@ -165,14 +173,10 @@ class EMCAM(keras.layers.Layer):
 
     def __init__(self, modalities=2, fusion="parallel", attention_init="paper", depthwise_init="fan_in",
                  defense=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(modalities, attention_init, depthwise_init, defense, **kwargs)
         if fusion not in FUSIONS:
             raise ValueError(f"EMCAM fusion must be one of {FUSIONS}, got {fusion!r}")
-        self.modalities = modalities
         self.fusion = fusion
-        self.attention_init = check_choice("attention_init", attention_init, ATTENTION_INITS)
-        self.depthwise_init = depthwise_init
-        self.defense = Defense.of(defense)
         self.mfifa = MFIFA(modalities, attention_init=attention_init, name="mfifa") if fusion != "emsca" else None
         self.emsca = (EMSCA(modalities, attention_init=attention_init, depthwise_init=depthwise_init,
                             defense=self.defense, name="emsca")
@@ -233,6 +237,4 @@ class EMCAM(keras.layers.Layer):
         return [tuple(s) for s in input_shape]
 
     def get_config(self):
-        return {**super().get_config(), "modalities": self.modalities, "fusion": self.fusion,
-                "attention_init": self.attention_init, "depthwise_init": self.depthwise_init,
-                "defense": self.defense.get_config()}
+        return {**super().get_config(), "fusion": self.fusion}

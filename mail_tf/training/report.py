@@ -1,9 +1,8 @@
 """Training curves as a PNG, from the history the loop keeps."""
 
-import matplotlib
+from mail_tf.figures import pyplot, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+plt = pyplot()
 
 
 def plot_history(history, tasks, path):
@@ -25,6 +24,4 @@ def plot_history(history, tasks, path):
         ax.grid(alpha=0.3)
     for ax in axes[:3]:
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
