@@ -8,15 +8,12 @@
 # Tables: python -m experiments.report results/paper_data --out docs/reproduction
 set -u
 cd "$(dirname "$0")/../.."
-PY=${PY:-.venv/bin/python}
-DATA=${DATA:-../shared/data}
+. results/lib.sh
 run() {   # run NAME SEED MODEL ARGS...
   local out=results/paper_data/$1 seed=$2 model=$3; shift 3
-  [ -f "$out/metrics.json" ] && return
-  local resume=""; [ -f "$out/config.json" ] && resume="--resume"
-  $PY -m experiments.train --dataset ham10000_brainmri --data_dir "$DATA" --model "$model" --image_size 64 \
+  train_once "$out" --dataset ham10000_brainmri --data_dir "$DATA" --model "$model" --image_size 64 \
     --epochs 6 --batch_size 32 --learning_rate 1e-3 --lr_schedule cosine --bn_momentum 0.9 \
-    --nopaper_augment --random_augment --early_stopping_patience 0 --seed "$seed" --run "$out" $resume "$@"
+    --nopaper_augment --random_augment --early_stopping_patience 0 --seed "$seed" "$@"
 }
 for seed in 0 1 2; do
   run mail_rn18-s$seed $seed mail_rn18

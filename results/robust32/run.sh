@@ -8,13 +8,11 @@
 # Tables: python -m experiments.report results/robust32 (training) and the eval/*.md reports.
 set -u
 cd "$(dirname "$0")/../.."
-PY=${PY:-.venv/bin/python}
+. results/lib.sh
 R=results/robust32
 train() {   # train NAME ARGS...
   local out=$R/$1; shift
-  [ -f "$out/metrics.json" ] && return
-  local resume=""; [ -f "$out/config.json" ] && resume="--resume"
-  $PY -m experiments.train --image_size 32 --batch_size 64 --seed 0 --run "$out" $resume "$@"
+  train_once "$out" --image_size 32 --batch_size 64 --seed 0 "$@"
 }
 evaluate() {   # evaluate RUN NAME ARGS...
   local run=$R/$1 out=$R/eval/$1-$2.json; shift 2

@@ -4,13 +4,11 @@
 # 1e-3 and MAIL's defaults are the seed-0 runs of run_medmnist32.sh. Resumable.
 set -u
 cd "$(dirname "$0")/../.."
-PY=${PY:-.venv/bin/python}
+. results/lib.sh
 run() {   # run NAME MODEL ARGS...
   local out=results/trainability/ablations32/$1 model=$2; shift 2
-  [ -f "$out/metrics.json" ] && return
-  local resume=""; [ -f "$out/config.json" ] && resume="--resume"
-  $PY -m experiments.train --dataset medmnist --model $model --image_size 32 --epochs 2 --batch_size 32 \
-    --lr_schedule cosine --early_stopping_patience 0 --seed 0 --run $out $resume "$@"
+  train_once "$out" --dataset medmnist --model "$model" --image_size 32 --epochs 2 --batch_size 32 \
+    --lr_schedule cosine --early_stopping_patience 0 --seed 0 "$@"
 }
 for lr in 3e-3 3e-4; do
   run mail_rn18-lr$lr mail_rn18 --learning_rate $lr

@@ -5,15 +5,11 @@
 # interrupted one continues.
 set -u
 cd "$(dirname "$0")/../.."
-PY=${PY:-.venv/bin/python}
-DATA=${DATA:-../shared/data}
+. results/lib.sh
 for seed in 0 1 2; do
   for model in mail_rn18 resnet18_pair; do
-    out=results/trainability/ham_mri32/$model-s$seed
-    [ -f "$out/metrics.json" ] && continue
-    resume=""; [ -f "$out/config.json" ] && resume="--resume"
-    $PY -m experiments.train --dataset ham10000_brainmri --data_dir "$DATA" --model $model --image_size 32 \
-      --epochs 3 --batch_size 32 --learning_rate 1e-3 --lr_schedule cosine --bn_momentum 0.9 \
-      --nopaper_augment --random_augment --early_stopping_patience 0 --seed $seed --run $out $resume
+    train_once results/trainability/ham_mri32/$model-s$seed --dataset ham10000_brainmri --data_dir "$DATA" \
+      --model $model --image_size 32 --epochs 3 --batch_size 32 --learning_rate 1e-3 --lr_schedule cosine \
+      --bn_momentum 0.9 --nopaper_augment --random_augment --early_stopping_patience 0 --seed $seed
   done
 done

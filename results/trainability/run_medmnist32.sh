@@ -4,13 +4,10 @@
 # Resumable: a finished run is skipped, an interrupted one continues.
 set -u
 cd "$(dirname "$0")/../.."
-PY=${PY:-.venv/bin/python}
+. results/lib.sh
 for seed in 0 1 2; do
   for model in mail_rn18 resnet18_pair; do
-    out=results/trainability/medmnist32/$model-s$seed
-    [ -f "$out/metrics.json" ] && continue
-    resume=""; [ -f "$out/config.json" ] && resume="--resume"
-    $PY -m experiments.train --dataset medmnist --model $model --image_size 32 --epochs 2 --batch_size 32 \
-      --learning_rate 1e-3 --lr_schedule cosine --early_stopping_patience 0 --seed $seed --run $out $resume
+    train_once results/trainability/medmnist32/$model-s$seed --dataset medmnist --model $model --image_size 32 \
+      --epochs 2 --batch_size 32 --learning_rate 1e-3 --lr_schedule cosine --early_stopping_patience 0 --seed $seed
   done
 done
