@@ -22,6 +22,14 @@ def tiny_mail(size=32, seed=7):
     return mail_tf.build_model("mail_rn18", TASKS, input_shape=(size, size, 3), width=0.25)
 
 
+def cli(module, *args, **kwargs):
+    """Run `python -m module args...` and return the finished process, its output as text."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, **kwargs)
+
+
 def assert_refused(proc, message=""):
     """A CLI run refused as bad input should be: a non-zero exit, `message` in stderr, no traceback."""
     assert proc.returncode != 0, proc.stdout[-1000:]

@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from conftest import assert_refused
+from conftest import assert_refused, cli
 
 KEYS = {"model", "params", "gflops", "train_pairs_per_s", "predict_pairs_per_s"}
 
@@ -32,7 +32,6 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
 
 
 def test_benchmark_cli_rejects_unknown_model():
-    proc = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--models", "mail_rn34"],
-                          capture_output=True, text=True)
+    proc = cli("experiments.benchmark", "--models", "mail_rn34")
     assert_refused(proc, "unknown ['mail_rn34']")
     assert "unknown ['mail_rn34']" in proc.stderr.strip().splitlines()[-1] and "USAGE" not in proc.stderr
