@@ -6,10 +6,6 @@
 set -u
 cd "$(dirname "$0")/../.."
 . results/lib.sh
-for seed in 0 1 2; do
-  for model in mail_rn18 resnet18_pair; do
-    train_once results/trainability/ham_mri32/$model-s$seed --dataset ham10000_brainmri --data_dir "$DATA" \
-      --model $model --image_size 32 --epochs 3 --batch_size 32 --learning_rate 1e-3 --lr_schedule cosine \
-      --bn_momentum 0.9 --nopaper_augment --random_augment --early_stopping_patience 0 --seed $seed
-  done
-done
+pair_over_seeds results/trainability/ham_mri32 --dataset ham10000_brainmri --data_dir "$DATA" --image_size 32 \
+  --epochs 3 --batch_size 32 --learning_rate 1e-3 --lr_schedule cosine --bn_momentum 0.9 --nopaper_augment \
+  --random_augment --early_stopping_patience 0

@@ -5,9 +5,5 @@
 set -u
 cd "$(dirname "$0")/../.."
 . results/lib.sh
-for seed in 0 1 2; do
-  for model in mail_rn18 resnet18_pair; do
-    train_once results/trainability/medmnist32/$model-s$seed --dataset medmnist --model $model --image_size 32 \
-      --epochs 2 --batch_size 32 --learning_rate 1e-3 --lr_schedule cosine --early_stopping_patience 0 --seed $seed
-  done
-done
+pair_over_seeds results/trainability/medmnist32 --dataset medmnist --image_size 32 --epochs 2 --batch_size 32 \
+  --learning_rate 1e-3 --lr_schedule cosine --early_stopping_patience 0
