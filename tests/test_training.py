@@ -283,7 +283,8 @@ def test_explain_cli_on_split_pairs_attacked_and_on_files(full_run, tmp_path):
     (["--loss_weights", "0.5,heavy"], "error: --loss_weights=0.5,heavy: expected a comma-separated list"),
 ])
 def test_bad_settings_are_one_clear_line(args, message, tmp_path):
-    assert_refused(train_cli(*args, "--run", str(tmp_path / "run"), check=False), message)
+    proc = train_cli(*args, "--run", str(tmp_path / "run"), check=False)
+    assert_refused(proc, message)
     assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 1
 
 
