@@ -28,16 +28,14 @@ from experiments.cli import check_presets, check_ranges, define_shared, number_l
 
 FLAGS = flags.FLAGS
 define_shared(__name__, models=["mail_rn18", "mail_rn50", "resnet18_pair"], image_size=128, batch_size=32, seed=0,
-              out=(None, "Write the results as JSON to this path."))
+              out=(None, "Write the results as JSON to this path."), warmup=2, steps=5,
+              repeats=(3, "Timed measurements per model and step; the median is reported."))
 flags.DEFINE_list("num_classes", ["5", "7"], "Classes per task, one task per modality (paper: 5, 7).")
 flags.DEFINE_float("width", 1.0, "Width multiplier (1.0 = the paper's widths).")
-flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
-flags.DEFINE_integer("steps", 5, "Timed steps per measurement.")
 flags.DEFINE_integer("attack_pairs", 0, "Also time PGD-10 (eps 4/255, paper protocol) over this many image pairs; "
                      "0: off.")
 flags.DEFINE_integer("adv_iters", 0, "Also time the adversarial train step (Algorithm 2) with PGD-k, k = this; "
                      "0: off.")
-flags.DEFINE_integer("repeats", 3, "Timed measurements per model and step; the median is reported.")
 flags.DEFINE_string("baseline", "resnet18_pair", "Speed ratios are against this preset (benchmarked too, if not "
                     "in --models); empty: no ratios.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the steps with XLA. On this 2-core CPU it made MAIL-RN18 and "

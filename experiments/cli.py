@@ -14,6 +14,15 @@ SHARED = {
     "batch_size": (int, "Image pairs per batch."),
     "seed": (int, "Random seed."),
     "out": (str, "Output path."),
+    "model": (str, "Model preset."),
+    "split": (str, "Split to use.", ("train", "val", "test")),
+    "num_samples": (int, "At most this many pairs per task (default: all)."),
+    "eps": (float, "l-inf radius per modality, in [0, 1] pixel units."),
+    "iters": (int, "Attack iterations."),
+    "warmup": (int, "Untimed steps before timing."),
+    "steps": (int, "Timed steps per measurement."),
+    "repeats": (int, "Timed measurements; the median is reported."),
+    "top": (int, "Rows to print."),
 }
 
 
@@ -22,9 +31,9 @@ def define_shared(module_name, **flags):
     point says more than SHARED's help. Returns the names."""
     settings = []
     for name, value in flags.items():
-        kind, text = SHARED[name]
+        kind, text, *choices = SHARED[name]
         default, text = value if isinstance(value, tuple) else (value, text)
-        settings.append((name, kind, default, text, None))
+        settings.append((name, kind, default, text, choices[0] if choices else None))
     return define_flags(settings, module_name)
 
 

@@ -27,8 +27,9 @@ from mail_tf.figures import pyplot, save_figure  # noqa: E402
 
 FLAGS = flags.FLAGS
 define_shared(__name__, run=None, seed=(0, "Seed of the attack's random start."),
-              out=(None, "Output folder (default <run>/explain)."))
-flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split whose evaluation pairs are explained (no images given).")
+              out=(None, "Output folder (default <run>/explain)."),
+              split=("test", "Split whose evaluation pairs are explained (no images given)."),
+              eps=(4 / 255, "l-inf radius of --attack."), iters=(10, "Iterations of --attack."))
 flags.DEFINE_integer("num", 4, "How many pairs of --split to explain.")
 flags.DEFINE_string("task", None, "Whose evaluation pairs (default the first task's): each image of that task once, "
                     "with the partners the evaluation uses.")
@@ -36,8 +37,6 @@ flags.DEFINE_enum("method", "gradcam", ["gradcam", "gradcam++", "occlusion"], "E
 flags.DEFINE_list("targets", None, "Layer names to explain, one per modality (default: each branch's last spatial map).")
 flags.DEFINE_integer("draws", 1, "Random projection draws to average (Robust-MAIL); 1: the current draw, fixed.")
 flags.DEFINE_enum("attack", None, ["pgd"], "Also explain the pairs after this attack (every task's loss).")
-flags.DEFINE_float("eps", 4 / 255, "l-inf radius of --attack.")
-flags.DEFINE_integer("iters", 10, "Iterations of --attack.")
 flags.DEFINE_integer("gallery", 0, "Also draw gallery.png: per task, this many correctly and this many wrongly "
                      "classified pairs among each task's first --num evaluation pairs, side by side (own-modality maps).")
 

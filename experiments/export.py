@@ -25,7 +25,9 @@ from experiments.cli import check_ranges, define_shared, no_arguments, refusing 
 
 FLAGS = flags.FLAGS
 define_shared(__name__, run=None, out=(None, "Output .tflite file (one quantisation) or folder (several)."),
-              seed=(0, "Seed of the calibration pairs."), batch_size=(64, "Report: pairs per batch when scoring."))
+              seed=(0, "Seed of the calibration pairs."), batch_size=(64, "Report: pairs per batch when scoring."),
+              repeats=(50, "Report: single-pair runs for the median latency."),
+              num_samples=(None, "Report: score at most this many test pairs per task (default: all)."))
 flags.DEFINE_enum("format", "tflite", ["tflite"], "Export format (LiteRT).")
 flags.DEFINE_list("quantize", ["none"], "Comma-separated, of none (float32), float16, dynamic (int8 weights), "
                   "int8 (full-integer, calibrated on training pairs; one weight scale per output channel where "
@@ -36,8 +38,6 @@ flags.DEFINE_float("per_tensor_tolerance", 0.02, "int8: a kernel takes one weigh
 flags.DEFINE_integer("num_calibration", 256, "int8: training pairs for calibration.")
 flags.DEFINE_bool("report", False, "Measure size, latency, accuracy and logit error of each file on the test split.")
 flags.DEFINE_integer("threads", 1, "Report: LiteRT interpreter threads (Keras's baseline uses TensorFlow's default).")
-flags.DEFINE_integer("repeats", 50, "Report: single-pair runs for the median latency.")
-flags.DEFINE_integer("num_samples", None, "Report: score at most this many test pairs per task (default: all).")
 
 
 def outputs(out, run, kinds):

@@ -31,10 +31,9 @@ flags.DEFINE_list("scales", ["1", "4", "16"], "Dataset sizes, as multiples of --
 flags.DEFINE_integer("base", 500, "Images per modality at scale 1 (at least 40: every class needs validation and test images).")
 flags.DEFINE_integer("source_size", 256, "Side of the synthetic JPEG files.")
 define_shared(__name__, image_size=64, batch_size=32, seed=(0, "Seed of the synthetic images."),
-              out=(None, "Write the results as JSON here (and a .md table beside it)."))
-flags.DEFINE_string("model", "mail_rn18", "Model preset trained in the measurement; none: the input path alone.")
-flags.DEFINE_integer("warmup", 5, "Untimed steps (tracing) before timing.")
-flags.DEFINE_integer("steps", 30, "Timed training steps.")
+              out=(None, "Write the results as JSON here (and a .md table beside it)."),
+              model=("mail_rn18", "Model preset trained in the measurement; none: the input path alone."),
+              warmup=(5, "Untimed steps (tracing) before timing."), steps=(30, "Timed training steps."))
 flags.DEFINE_integer("pipeline_batches", 100, "Batches timed of the input pipeline alone.")
 flags.DEFINE_string("work", None, "Folder for the synthetic files (default: a temporary one, removed after).")
 flags.DEFINE_string("child", None, "Internal: run one measurement 'SPEC|streaming'.")

@@ -21,9 +21,8 @@ from experiments.cli import check_presets, check_ranges, define_shared, refusing
 FLAGS = flags.FLAGS
 define_shared(__name__, models=["mail_rn18", "resnet18_pair"], image_size=64, batch_size=32,
               seed=(0, "Random seed of the weights and images."),
-              out=(None, "Write the full breakdown as JSON to this path."))
-flags.DEFINE_integer("steps", 3, "Traced steps (after 2 untraced warm-up steps).")
-flags.DEFINE_integer("top", 12, "Rows of each table to print.")
+              out=(None, "Write the full breakdown as JSON to this path."),
+              steps=(3, "Traced steps (after 2 untraced warm-up steps)."), top=(12, "Rows of each table to print."))
 
 
 def profile_model(name, image_size, batch_size, steps, seed):

@@ -18,12 +18,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import refusing  # noqa: E402
+from experiments.cli import define_shared, refusing  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run", None, "Run directory, exported SavedModel directory or .tflite file.")
+define_shared(__name__, run=(None, "Run directory, exported SavedModel directory or .tflite file."),
+              top=(0, "Print only the top-k classes per task (0: all)."))
 flags.DEFINE_alias("model", "run")      # the spelling before --run; a preset name is --model elsewhere
-flags.DEFINE_integer("top", 0, "Print only the top-k classes per task (0: all).")
 flags.DEFINE_integer("passes", 1, "Average this many stochastic passes (randomised models such as "
                      "Robust-MAIL) and print the spread of each probability.")
 

@@ -40,13 +40,13 @@ FLAGS = flags.FLAGS
 define_shared(__name__, run=None, dataset=(None, "Named experiment (default: the run's)."),
               data_dir=(None, "Folder holding the datasets (default: the run's)."),
               seed=(0, "Seed of random starts, draws and Square."), batch_size=(64, "Image pairs per attack batch."),
-              out=(None, "Write the results to this JSON file (and a .md report beside it)."))
-flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to attack.")
+              out=(None, "Write the results to this JSON file (and a .md report beside it)."),
+              split=("test", "Split to attack."), eps=4 / 255,
+              iters=(None, "Attack iterations (default 10; APGD and autoattack-lite 100)."),
+              num_samples=(None, "Attack at most this many images per task (default: all)."))
 flags.DEFINE_enum("attack", "pgd", ATTACK_NAMES, "Attack.")
 flags.DEFINE_enum("protocol", "both", ["paper", "adaptive", "both"], "Evaluation protocol.")
-flags.DEFINE_float("eps", 4 / 255, "l-inf radius per modality, in [0, 1] pixel units.")
 flags.DEFINE_float("step", None, "Step size of FGSM/BIM/PGD/MIM (default eps / 4; fgsm: eps).")
-flags.DEFINE_integer("iters", None, "Attack iterations (default 10; APGD and autoattack-lite 100).")
 flags.DEFINE_enum("loss", "task", ["task", "tmtl"], "Objective: the loss of the task being scored (default), or "
                   "tmtl: the summed loss of every head (the paper's protocol; it can spare one task).")
 flags.DEFINE_integer("restarts", 1, "Random restarts; a sample is robust only if it survives all.")
@@ -55,7 +55,6 @@ flags.DEFINE_integer("eot", 20, "Adaptive protocol: draws averaged per gradient 
 flags.DEFINE_integer("draws", 10, "Adaptive protocol: classification draws per image.")
 flags.DEFINE_string("surrogate", None, "Run directory of the surrogate model (transfer attack).")
 flags.DEFINE_string("modality", None, "Attack only this task's image (default: every modality jointly).")
-flags.DEFINE_integer("num_samples", None, "Attack at most this many images per task (default: all).")
 flags.DEFINE_bool("eps_sweep", False, "Also sweep eps over 0.01 ... 0.1 with the attack (paper Fig. 6).")
 flags.DEFINE_bool("iters_sweep", False, "Also sweep the iterations over 10, 20, 50, 100 (paper Fig. 6).")
 flags.DEFINE_list("sweep_eps", [str(e) for e in EPS_SWEEP], "The eps values of --eps_sweep.")

@@ -25,11 +25,10 @@ from experiments.cli import check_ranges, define_shared, no_arguments, refusing 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "Run directories of experiments.train (several: an ensemble).")
 flags.DEFINE_integer("passes", 30, "Stochastic passes per member.")
-flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to evaluate.")
-define_shared(__name__, batch_size=64, seed=(0, "Seed of the dropout masks."),
-              out=(None, "Folder to write to (default <first run>/uncertainty-<split>)."))
+define_shared(__name__, split=("test", "Split to evaluate."), batch_size=64, seed=(0, "Seed of the dropout masks."),
+              out=(None, "Folder to write to (default <first run>/uncertainty-<split>)."),
+              top=(10, "How many most and least certain items to list per task."))
 flags.DEFINE_integer("bins", 15, "Confidence bins of ECE and the reliability diagram.")
-flags.DEFINE_integer("top", 10, "How many most and least certain items to list per task.")
 flags.DEFINE_alias("output_dir", "out")     # the spelling before --out
 
 

@@ -12,35 +12,20 @@ from mail_tf.data import DataError, load_experiment, tfds_builders
 FAKE = Path(__file__).parent / "data" / "tfds_fake"
 
 
-class Ham10000Test(tfds.testing.DatasetBuilderTestCase):
-    DATASET_CLASS = tfds_builders.Ham10000
-    EXAMPLE_DIR = str(FAKE / "ham10000")
-    SPLITS = {"train": 82, "val": 11, "test": 12}     # 70 lesions: 8/1/1 of each diagnosis's 10
+def builder_test(builder, folder, splits, **settings):
+    """A tfds.testing case: `builder` prepared from FAKE/`folder` gives `splits` examples."""
+    return type(f"{builder.__name__}Test", (tfds.testing.DatasetBuilderTestCase,),
+                {"DATASET_CLASS": builder, "EXAMPLE_DIR": str(FAKE / folder), "SPLITS": splits, **settings})
 
 
-class BrainMriTest(tfds.testing.DatasetBuilderTestCase):
-    DATASET_CLASS = tfds_builders.BrainMri
-    EXAMPLE_DIR = str(FAKE / "brain_tumor_mri")
-    SPLITS = {"train": 32, "val": 4, "test": 8}       # Testing/ is test; val is 1/9 of Training/
-
-
-class SipakmedTest(tfds.testing.DatasetBuilderTestCase):
-    DATASET_CLASS = tfds_builders.Sipakmed
-    EXAMPLE_DIR = str(FAKE / "sipakmed")
-    SPLITS = {"train": 40, "val": 5, "test": 5}
-
-
-class IqothnccdTest(tfds.testing.DatasetBuilderTestCase):
-    DATASET_CLASS = tfds_builders.Iqothnccd
-    EXAMPLE_DIR = str(FAKE / "iqothnccd")
-    SPLITS = {"train": 24, "val": 3, "test": 3}
-
-
-class ClassFolderTest(tfds.testing.DatasetBuilderTestCase):
-    DATASET_CLASS = tfds_builders.ClassFolder
-    BUILDER_CONFIG_NAMES_TO_TEST = [tfds_builders.folder_config(FAKE / "folder", "pets")]
-    EXAMPLE_DIR = str(FAKE / "folder")
-    SPLITS = {"train": 16, "val": 2, "test": 2}
+# HAM10000's 70 lesions split 8/1/1 of each diagnosis's 10; Brain MRI's Testing/ is test and val is
+# 1/9 of Training/.
+Ham10000Test = builder_test(tfds_builders.Ham10000, "ham10000", {"train": 82, "val": 11, "test": 12})
+BrainMriTest = builder_test(tfds_builders.BrainMri, "brain_tumor_mri", {"train": 32, "val": 4, "test": 8})
+SipakmedTest = builder_test(tfds_builders.Sipakmed, "sipakmed", {"train": 40, "val": 5, "test": 5})
+IqothnccdTest = builder_test(tfds_builders.Iqothnccd, "iqothnccd", {"train": 24, "val": 3, "test": 3})
+ClassFolderTest = builder_test(tfds_builders.ClassFolder, "folder", {"train": 16, "val": 2, "test": 2},
+                               BUILDER_CONFIG_NAMES_TO_TEST=[tfds_builders.folder_config(FAKE / "folder", "pets")])
 
 
 @pytest.mark.parametrize("kind,folder", [("ham10000", "ham10000"), ("brain_mri", "brain_tumor_mri"),
