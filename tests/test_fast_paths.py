@@ -159,3 +159,30 @@ def test_shuffle_folded_into_the_grouped_conv_equals_shuffling_the_activations(a
     np.testing.assert_allclose(gx1, gx0, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gk1, gk0, rtol=1e-4, atol=1e-4)
     assert np.abs(y0 - plain).max() > 1e-2     # the order matters: the test could fail
+
+
+@pytest.mark.parametrize("shape,k,s", [((3, 1, 1, 8), 5, 1), ((3, 1, 1, 8), 3, 1), ((3, 2, 2, 8), 5, 1),
+                                       ((3, 2, 3, 8), 5, 1), ((3, 5, 4, 8), 5, 1), ((3, 6, 6, 8), 3, 1),
+                                       ((3, 7, 7, 8), 5, 2)])
+def test_depthwise_conv2d_equals_tf_in_output_and_both_gradients(shape, k, s):
+    """Cropped kernels on small maps and the large-kernel filter gradient (mail_tf.layers.depthwise)."""
+    from mail_tf.layers import depthwise_conv2d
+
+    gen = tf.random.Generator.from_seed(k * 10 + shape[1])
+    x, kernel = gen.normal(shape), gen.normal((k, k, shape[3], 1))
+    dy = gen.normal((shape[0], -(-shape[1] // s), -(-shape[2] // s), shape[3]))
+
+    def run(conv):
+        @tf.function
+        def f(x, kernel):
+            with tf.GradientTape() as tape:
+                tape.watch([x, kernel])
+                y = conv(x, kernel)
+                loss = tf.reduce_sum(y * dy)
+            return [y, *tape.gradient(loss, [x, kernel])]
+        return f(x, kernel)
+
+    want = run(lambda x, kernel: tf.nn.depthwise_conv2d(x, kernel, (1, s, s, 1), "SAME"))
+    got = run(lambda x, kernel: depthwise_conv2d(x, kernel, s))
+    for name, a, b in zip(["output", "input gradient", "filter gradient"], got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from mail_tf.layers.checks import check_groups, check_non_negative, check_positive
 from mail_tf.layers.conv import GroupedPointwiseConv2D, depthwise_initializer
+from mail_tf.layers.depthwise import depthwise_conv2d
 from mail_tf.layers.serialization import register, saved_before
 from mail_tf.layers.walk import sublayers
 
@@ -184,8 +185,7 @@ class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
 
     def call(self, x):
         kernel = tf.cast(self.full_kernel(), x.dtype)
-        s = self.strides
-        y = tf.nn.depthwise_conv2d(x, kernel, strides=(1, s, s, 1), padding="SAME")
+        y = depthwise_conv2d(x, kernel, self.strides)
         if self.use_bias:
             y = tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
         return y

@@ -7,6 +7,7 @@ import tensorflow as tf
 from mail_tf.layers.batch_norm import BatchNormalization
 from mail_tf.layers.conv import ChannelShuffle, GroupedPointwiseConv2D, depthwise_initializer
 from mail_tf.layers.defense import Defense, with_defense_config
+from mail_tf.layers.depthwise import DepthwiseConv2D
 from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initializer, sigmoid_gate
 from mail_tf.layers.noise import AttentionNoise
 from mail_tf.layers.random_projection import RandomProjectionDepthwiseConv2D, RandomProjectionPointwiseConv2D
@@ -53,7 +54,7 @@ class MSGDC(keras.layers.Layer):
         else:
             self.pointwise = GroupedPointwiseConv2D(filters, groups=groups, strides=strides,
                                                     use_bias=use_bias, name="gpc")
-            self.depthwise = [keras.layers.DepthwiseConv2D(
+            self.depthwise = [DepthwiseConv2D(
                 k, strides=strides, padding="same", use_bias=use_bias,
                 depthwise_initializer=depthwise_initializer(depthwise_init, k), name=f"dwc{k}")
                 for k in self.kernel_sizes]
