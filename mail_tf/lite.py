@@ -10,7 +10,7 @@ The export is of the model's *deterministic* inference: for Robust-MAIL the rand
 filters of the current draw are frozen into the file and the attention noise is off (so it is one
 fixed member of the randomised model, not the randomised model), and Monte-Carlo dropout is off.
 Grouped 1x1 convolutions are traced as one grouped CONV_2D each (`GroupedPointwiseConv2D.as_conv`), so
-the file stores no zero blocks and one op per conv. Numerics equal the Keras model's to float round-off
+the file stores no zero blocks and one op per conv; 1x1 `Conv2D`s are CONV_2D too, not matmuls (`as_conv`). Numerics equal the Keras model's to float round-off
 (tests/test_lite.py). Internal tensor names are stripped from the file (`strip_names`).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from mail_tf.layers.conv import GroupedPointwiseConv2D
+from mail_tf.layers.conv import Conv2D, GroupedPointwiseConv2D
 from mail_tf.layers.dropout import MCDropout
 from mail_tf.layers.noise import AttentionNoise, noise_layers
 from mail_tf.layers.random_projection import random_projection_layers
@@ -53,6 +53,7 @@ def deterministic_inference(model):
         stack.enter_context(layer_switches(model, AttentionNoise, active=False))
         stack.enter_context(layer_switches(model, MCDropout, active=False))
         stack.enter_context(layer_switches(model, GroupedPointwiseConv2D, as_conv=True))
+        stack.enter_context(layer_switches(model, Conv2D, as_conv=True))
         yield
 
 

@@ -6,7 +6,7 @@ import pytest
 import scipy.fft
 import tensorflow as tf
 
-from mail_tf.layers import BatchNormalization, ChannelShuffle, GroupedPointwiseConv2D, channel_dct, dct_matrix
+from mail_tf.layers import BatchNormalization, ChannelShuffle, Conv2D, GroupedPointwiseConv2D, channel_dct, dct_matrix
 from mail_tf.training import optimizers
 
 
@@ -140,6 +140,26 @@ def test_fused_optimizers_equal_keras_optimizers(kind, kwargs):
     for w, g in zip(want, got):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-6)
     assert not np.allclose(got[0], np.random.default_rng(0).standard_normal((5, 3)))     # it did move
+
+
+@pytest.mark.parametrize("kernel_size,strides,activation,matmul", [
+    (1, 1, None, True), (1, 1, "relu", True), (1, 2, None, False), (3, 1, None, False)])
+def test_conv2d_equals_keras_conv2d_and_runs_1x1_as_a_matmul(kernel_size, strides, activation, matmul):
+    x = tf.random.stateless_normal((3, 6, 5, 24), seed=(3, 4))
+    ref = keras.layers.Conv2D(16, kernel_size, strides=strides, activation=activation, bias_initializer="random_normal")
+    fast = Conv2D(16, kernel_size, strides=strides, activation=activation)
+    ref.build(x.shape)
+    fast.build(x.shape)
+    fast.set_weights(ref.get_weights())
+    assert fast._as_matmul(x) == matmul
+    y0, gx0, gk0 = _forward_and_grads(ref, ref.kernel, x)
+    y1, gx1, gk1 = _forward_and_grads(fast, fast.kernel, x)
+    np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx1, gx0, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gk1, gk0, rtol=1e-4, atol=1e-4)
+    graph = tf.function(fast).get_concrete_function(tf.TensorSpec(x.shape)).graph
+    ops = {op.type for op in graph.get_operations()}
+    assert ("MatMul" in ops) == matmul and ("Conv2D" in ops) != matmul
 
 
 @pytest.mark.parametrize("as_conv", [False, True])

@@ -12,6 +12,9 @@ group (the graph of a matmul per group made a third of MAIL's int8 file).
 A channel permutation in front of the conv (EMILA's channel shuffle) is folded into the kernel's
 rows (`input_order`, set by the owner at build, read at trace like `as_conv`), so the activations are never
 transposed.
+`Conv2D` is Keras's with the same weights and config; a dense 1x1 stride-1 conv runs as one matmul over
+the pixels, which oneDNN does 1.1-1.8x faster than its 1x1 convolution, forward and backward, on
+MAIL-RN18's shapes (docs/PERFORMANCE.md). `as_conv` gives the export its plain CONV_2D back.
 """
 
 import math
@@ -131,6 +134,31 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}
+
+
+@register
+class Conv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D`; a 1x1, stride-1, ungrouped, channels-last conv of (B, H, W, C) runs as a
+    matmul over the pixels (see the module doc), any other as Keras's own call."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.as_conv = False    # read when a graph is traced, as `GroupedPointwiseConv2D.as_conv`
+
+    def _as_matmul(self, inputs):
+        return (not self.as_conv and len(inputs.shape) == 4 and tuple(self.kernel_size) == (1, 1)
+                and tuple(self.strides) == (1, 1) and tuple(self.dilation_rate) == (1, 1)
+                and self.groups == 1 and self.data_format == "channels_last")
+
+    def call(self, inputs):
+        if not self._as_matmul(inputs):
+            return super().call(inputs)
+        shape = tf.shape(inputs)
+        y = tf.matmul(tf.reshape(inputs, (-1, inputs.shape[-1])), tf.cast(self.kernel[0, 0], inputs.dtype))
+        if self.use_bias:
+            y = tf.nn.bias_add(y, tf.cast(self.bias, inputs.dtype))
+        y = tf.reshape(y, tf.concat([shape[:3], [self.filters]], 0))
+        return y if self.activation is None else self.activation(y)
 
 
 @register

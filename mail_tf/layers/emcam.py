@@ -4,6 +4,7 @@ modalities, fused into one map A_m that recalibrates every modality."""
 import keras
 import tensorflow as tf
 
+from mail_tf.layers.conv import Conv2D
 from mail_tf.layers.dct import channel_dct
 from mail_tf.layers.defense import Defense, with_defense_config
 from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initializer, sigmoid_gate
@@ -122,7 +123,7 @@ class EMSCA(_CrossModal):
         _, _, _, c = _check_modalities(self, input_shape, self.modalities)
         self.msgdc = MSGDC(c, groups=GPC_GROUPS, use_bias=False, depthwise_init=self.depthwise_init,
                            defense=self.defense, name="msgdc")
-        self.project = keras.layers.Conv2D(c, 1, name="project")
+        self.project = Conv2D(c, 1, name="project")
         self.msgdc.build(input_shape[0])
         self.project.build(self.msgdc.compute_output_shape(input_shape[0]))
         self.theta = self.add_weight(name="theta", shape=(self.modalities, c),

@@ -5,7 +5,7 @@ import keras
 import tensorflow as tf
 
 from mail_tf.layers.batch_norm import BatchNormalization
-from mail_tf.layers.conv import ChannelShuffle, GroupedPointwiseConv2D, depthwise_initializer
+from mail_tf.layers.conv import ChannelShuffle, Conv2D, GroupedPointwiseConv2D, depthwise_initializer
 from mail_tf.layers.defense import Defense, with_defense_config
 from mail_tf.layers.depthwise import DepthwiseConv2D
 from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initializer, sigmoid_gate
@@ -157,7 +157,7 @@ class EMILA(keras.layers.Layer):
         self.fuse = GroupedPointwiseConv2D(filters, groups=FUSE_GROUPS, name="fuse")
         self.fuse_bn = BatchNormalization(name="fuse_bn")
         self.ca = ChannelAttention(pools=ca_pools, attention_init=attention_init, defense=self.defense, name="ca")
-        self.residual = keras.layers.Conv2D(filters, 1, strides=strides, name="residual")
+        self.residual = Conv2D(filters, 1, strides=strides, name="residual")
         self.residual_bn = BatchNormalization(name="residual_bn")
 
     def build(self, input_shape):
@@ -215,7 +215,7 @@ class ShortcutBlock(keras.layers.Layer):
             raise ValueError(f"{self.name}: the identity shortcut needs {self.filters} input channels, got "
                              f"{channels}; set projection=True")
         if self.use_projection:
-            self.shortcut = keras.layers.Conv2D(self.filters, 1, strides=self.strides,
+            self.shortcut = Conv2D(self.filters, 1, strides=self.strides,
                                                 use_bias=self._shortcut_bias, name="shortcut")
             self.shortcut_bn = BatchNormalization(name="shortcut_bn")
             self.shortcut.build(input_shape)
@@ -259,7 +259,7 @@ class ERLA(ShortcutBlock):
         self.emila1 = EMILA(filters, strides=strides, name="emila1", **settings)
         self.bn1 = BatchNormalization(name="bn1")
         self.emila2 = EMILA(filters, name="emila2", **settings)
-        self.pw = keras.layers.Conv2D(filters, 1, name="pw")
+        self.pw = Conv2D(filters, 1, name="pw")
         self.bn2 = BatchNormalization(gamma_initializer="zeros" if zero_init_residual else "ones",
                                                    name="bn2")
 
