@@ -24,12 +24,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_presets, check_ranges, define_shared, number_list, refusing, write_json  # noqa: E402
+from experiments.cli import (THREADS, check_presets, check_ranges, define_shared, number_list, refusing,  # noqa: E402
+                             with_threads, write_json)
 
 FLAGS = flags.FLAGS
 define_shared(__name__, models=["mail_rn18", "mail_rn50", "resnet18_pair"], image_size=128, batch_size=32, seed=0,
               out=(None, "Write the results as JSON to this path."), warmup=2, steps=5,
-              repeats=(3, "Timed measurements per model and step; the median is reported."))
+              repeats=(3, "Timed measurements per model and step; the median is reported."), **THREADS)
 flags.DEFINE_list("num_classes", ["5", "7"], "Classes per task, one task per modality (paper: 5, 7).")
 flags.DEFINE_float("width", 1.0, "Width multiplier (1.0 = the paper's widths).")
 flags.DEFINE_integer("attack_pairs", 0, "Also time PGD-10 (eps 4/255, paper protocol) over this many image pairs; "
@@ -163,9 +164,18 @@ def benchmark_models(names, num_classes, image_size, batch_size, width=1.0, warm
             "width": width,
             "repeats": repeats,
             "jit_compile": jit_compile,
+            "threads": threads(),
             **extra,
         })
     return results
+
+
+def threads():
+    """TensorFlow's CPU thread pools as set (`mail_tf.threads`; 0: its own choice)."""
+    import tensorflow as tf
+
+    return {"inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads()}
 
 
 def add_ratios(results, baseline):
@@ -223,7 +233,8 @@ def main(argv):
         add_ratios(results, FLAGS.baseline)
     if not FLAGS.ratios_only:
         print(f"image size {FLAGS.image_size}, batch {FLAGS.batch_size}, heads {num_classes}, "
-              f"median of {FLAGS.repeats}, XLA {'on' if FLAGS.jit_compile else 'off'}")
+              f"median of {FLAGS.repeats}, XLA {'on' if FLAGS.jit_compile else 'off'}, "
+              f"threads {results[0]['threads']} (0: TensorFlow's choice)")
         print(format_table(results))
     if FLAGS.baseline:
         print(format_ratios(results))
@@ -232,4 +243,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(with_threads(main))

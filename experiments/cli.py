@@ -23,7 +23,11 @@ SHARED = {
     "steps": (int, "Timed steps per measurement."),
     "repeats": (int, "Timed measurements; the median is reported."),
     "top": (int, "Rows to print."),
+    "inter_op_threads": (int, "TensorFlow threads running independent ops at once (0: its choice, one per core)."),
+    "intra_op_threads": (int, "TensorFlow threads splitting one op (0: its choice; -1: auto, one on a CPU-only "
+                              "machine of at most 4 cores; mail_tf.threads)."),
 }
+THREADS = {"inter_op_threads": 0, "intra_op_threads": -1}   # the defaults of every entry point that computes
 
 
 def define_shared(module_name, **flags):
@@ -35,6 +39,23 @@ def define_shared(module_name, **flags):
         default, text = value if isinstance(value, tuple) else (value, text)
         settings.append((name, kind, default, text, choices[0] if choices else None))
     return define_flags(settings, module_name)
+
+
+def with_threads(main):
+    """`main` run after TensorFlow's CPU thread pools are set from --inter_op_threads and
+    --intra_op_threads (`define_shared(__name__, **THREADS)`), before it runs anything."""
+
+    def run(argv):
+        from absl import flags
+
+        with refusing():
+            check_ranges(flags.FLAGS, {"inter_op_threads": (0, None), "intra_op_threads": (-1, None)})
+            from mail_tf.threads import configure
+
+            configure(flags.FLAGS.inter_op_threads, flags.FLAGS.intra_op_threads)
+        return main(argv)
+
+    return run
 
 
 @contextlib.contextmanager

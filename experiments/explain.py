@@ -22,14 +22,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_ranges, define_shared, refusing  # noqa: E402
+from experiments.cli import THREADS, check_ranges, define_shared, refusing, with_threads  # noqa: E402
 from mail_tf.figures import pyplot, save_figure  # noqa: E402
 
 FLAGS = flags.FLAGS
 define_shared(__name__, run=None, seed=(0, "Seed of the attack's random start."),
               out=(None, "Output folder (default <run>/explain)."),
               split=("test", "Split whose evaluation pairs are explained (no images given)."),
-              eps=(4 / 255, "l-inf radius of --attack."), iters=(10, "Iterations of --attack."))
+              eps=(4 / 255, "l-inf radius of --attack."), iters=(10, "Iterations of --attack."), **THREADS)
 flags.DEFINE_integer("num", 4, "How many pairs of --split to explain.")
 flags.DEFINE_string("task", None, "Whose evaluation pairs (default the first task's): each image of that task once, "
                     "with the partners the evaluation uses.")
@@ -241,4 +241,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(with_threads(main))

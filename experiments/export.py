@@ -21,13 +21,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from experiments.cli import check_ranges, define_shared, no_arguments, refusing  # noqa: E402
+from experiments.cli import THREADS, check_ranges, define_shared, no_arguments, refusing, with_threads  # noqa: E402
 
 FLAGS = flags.FLAGS
 define_shared(__name__, run=None, out=(None, "Output .tflite file (one quantisation) or folder (several)."),
               seed=(0, "Seed of the calibration pairs."), batch_size=(64, "Report: pairs per batch when scoring."),
               repeats=(50, "Report: single-pair runs for the median latency."),
-              num_samples=(None, "Report: score at most this many test pairs per task (default: all)."))
+              num_samples=(None, "Report: score at most this many test pairs per task (default: all)."), **THREADS)
 flags.DEFINE_enum("format", "tflite", ["tflite"], "Export format (LiteRT).")
 flags.DEFINE_list("quantize", ["none"], "Comma-separated, of none (float32), float16, dynamic (int8 weights), "
                   "int8 (full-integer, calibrated on training pairs; one weight scale per output channel where "
@@ -192,4 +192,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(with_threads(main))

@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_ranges, define_shared, number_list, refusing  # noqa: E402
+from experiments.cli import THREADS, check_ranges, define_shared, number_list, refusing, with_threads  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("scales", ["1", "4", "16"], "Dataset sizes, as multiples of --base.")
@@ -33,7 +33,7 @@ flags.DEFINE_integer("source_size", 256, "Side of the synthetic JPEG files.")
 define_shared(__name__, image_size=64, batch_size=32, seed=(0, "Seed of the synthetic images."),
               out=(None, "Write the results as JSON here (and a .md table beside it)."),
               model=("mail_rn18", "Model preset trained in the measurement; none: the input path alone."),
-              warmup=(5, "Untimed steps (tracing) before timing."), steps=(30, "Timed training steps."))
+              warmup=(5, "Untimed steps (tracing) before timing."), steps=(30, "Timed training steps."), **THREADS)
 flags.DEFINE_integer("pipeline_batches", 100, "Batches timed of the input pipeline alone.")
 flags.DEFINE_string("work", None, "Folder for the synthetic files (default: a temporary one, removed after).")
 flags.DEFINE_string("child", None, "Internal: run one measurement 'SPEC|streaming'.")
@@ -157,4 +157,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(with_threads(main))

@@ -16,13 +16,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_presets, check_ranges, define_shared, refusing, write_json  # noqa: E402
+from experiments.cli import (THREADS, check_presets, check_ranges, define_shared, refusing, with_threads,  # noqa: E402
+                             write_json)
 
 FLAGS = flags.FLAGS
 define_shared(__name__, models=["mail_rn18", "resnet18_pair"], image_size=64, batch_size=32,
               seed=(0, "Random seed of the weights and images."),
               out=(None, "Write the full breakdown as JSON to this path."),
-              steps=(3, "Traced steps (after 2 untraced warm-up steps)."), top=(12, "Rows of each table to print."))
+              steps=(3, "Traced steps (after 2 untraced warm-up steps)."), top=(12, "Rows of each table to print."),
+              **THREADS)
 
 
 def profile_model(name, image_size, batch_size, steps, seed):
@@ -76,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(with_threads(main))

@@ -18,11 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import define_shared, refusing  # noqa: E402
+from experiments.cli import THREADS, define_shared, refusing, with_threads  # noqa: E402
 
 FLAGS = flags.FLAGS
 define_shared(__name__, run=(None, "Run directory, exported SavedModel directory or .tflite file."),
-              top=(0, "Print only the top-k classes per task (0: all)."))
+              top=(0, "Print only the top-k classes per task (0: all)."), **THREADS)
 flags.DEFINE_alias("model", "run")      # the spelling before --run; a preset name is --model elsewhere
 flags.DEFINE_integer("passes", 1, "Average this many stochastic passes (randomised models such as "
                      "Robust-MAIL) and print the spread of each probability.")
@@ -129,4 +129,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(with_threads(main))

@@ -28,7 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from experiments.cli import check_ranges, define_shared, no_arguments, number_list, refusing  # noqa: E402
+from experiments.cli import (THREADS, check_ranges, define_shared, no_arguments, number_list, refusing,  # noqa: E402
+                             with_threads)
 from mail_tf.attacks.sanity import SANITY_SHARE, sanity_checks, sanity_samples  # noqa: E402
 
 ATTACK_NAMES = ["fgsm", "bim", "pgd", "mim", "apgd-ce", "apgd-dlr", "square", "autoattack-lite", "transfer",
@@ -43,7 +44,7 @@ define_shared(__name__, run=None, dataset=(None, "Named experiment (default: the
               out=(None, "Write the results to this JSON file (and a .md report beside it)."),
               split=("test", "Split to attack."), eps=4 / 255,
               iters=(None, "Attack iterations (default 10; APGD and autoattack-lite 100)."),
-              num_samples=(None, "Attack at most this many images per task (default: all)."))
+              num_samples=(None, "Attack at most this many images per task (default: all)."), **THREADS)
 flags.DEFINE_enum("attack", "pgd", ATTACK_NAMES, "Attack.")
 flags.DEFINE_enum("protocol", "both", ["paper", "adaptive", "both"], "Evaluation protocol.")
 flags.DEFINE_float("step", None, "Step size of FGSM/BIM/PGD/MIM (default eps / 4; fgsm: eps).")
@@ -302,4 +303,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(with_threads(main))

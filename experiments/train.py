@@ -19,11 +19,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from experiments.cli import define_flags, define_shared, no_arguments, number_list, refusing  # noqa: E402
+from experiments.cli import (THREADS, define_flags, define_shared, no_arguments, number_list, refusing,  # noqa: E402
+                             with_threads)
 from mail_tf.training.config import TrainConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
-define_shared(__name__, dataset="medmnist")
+define_shared(__name__, dataset="medmnist", **THREADS)
 flags.DEFINE_multi_string("model_option", None, "NAME=VALUE builder argument of the model preset, repeatable, e.g. "
                           "rpf_ratio=0.5, man=false, man_sigma=0.3, rpf_erla=false (Robust-MAIL's switches).")
 # Every TrainConfig setting is a flag, defined from the field (type, default, help, choices).
@@ -126,4 +127,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(with_threads(main))

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import define_shared, number_list, refusing  # noqa: E402
+from experiments.cli import THREADS, define_shared, number_list, refusing, with_threads  # noqa: E402
 from mail_tf.figures import pyplot, save_figure  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -28,7 +28,8 @@ define_shared(__name__, dataset=("medmnist", "Named experiment or KIND[:OPTION]=
                                           "are fed to the models."),
               data_dir=None, models=["mail_rn18", "robust_mail", "drifa_net", "resnet18_pair"],
               run=(None, "Measure this trained run directory's model instead of fresh presets."),
-              seed=(0, "Seed of the initialisation and of the image sample."), out=("runs/trainability", "Output folder."))
+              seed=(0, "Seed of the initialisation and of the image sample."), out=("runs/trainability", "Output folder."),
+              **THREADS)
 flags.DEFINE_integer("num", 32, "Test images per modality (one batch).", lower_bound=2)
 flags.DEFINE_list("sizes", ["32", "64", "128", "224"], "Image sizes to measure gate saturation at.")
 flags.DEFINE_integer("signal_size", 64, "Image size of the signal-propagation measurement.", lower_bound=32)
@@ -169,4 +170,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(with_threads(main))

@@ -20,14 +20,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments.cli import check_ranges, define_shared, no_arguments, refusing  # noqa: E402
+from experiments.cli import THREADS, check_ranges, define_shared, no_arguments, refusing, with_threads  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "Run directories of experiments.train (several: an ensemble).")
 flags.DEFINE_integer("passes", 30, "Stochastic passes per member.")
 define_shared(__name__, split=("test", "Split to evaluate."), batch_size=64, seed=(0, "Seed of the dropout masks."),
               out=(None, "Folder to write to (default <first run>/uncertainty-<split>)."),
-              top=(10, "How many most and least certain items to list per task."))
+              top=(10, "How many most and least certain items to list per task."), **THREADS)
 flags.DEFINE_integer("bins", 15, "Confidence bins of ECE and the reliability diagram.")
 flags.DEFINE_alias("output_dir", "out")     # the spelling before --out
 
@@ -127,4 +127,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(with_threads(main))

@@ -12,7 +12,8 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.benchmark", "--models", "mail_rn18",
          "--image-size", "32", "--batch-size", "2", "--width", "0.25", "--warmup", "1", "--steps", "1",
-         "--repeats", "2", "--baseline", "mail_rn18", "--adv_iters", "1", "--attack_pairs", "2", "--json", str(out)],
+         "--repeats", "2", "--baseline", "mail_rn18", "--adv_iters", "1", "--attack_pairs", "2", "--json", str(out),
+         "--inter_op_threads", "2", "--intra_op_threads", "1"],
         capture_output=True, text=True, check=True)
     results = json.loads(out.read_text())
     assert [r["model"] for r in results] == ["mail_rn18"]
@@ -22,6 +23,7 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     assert (r["image_size"], r["batch_size"]) == (32, 2)
     assert "train pairs/s" in proc.stdout and "mail_rn18" in proc.stdout
     assert len(r["train_pairs_per_s_repeats"]) == 2 and r["jit_compile"] is False
+    assert r["threads"] == {"inter_op": 2, "intra_op": 1}
     assert sorted(r["train_pairs_per_s_repeats"])[0] <= r["train_pairs_per_s"] <= sorted(r["train_pairs_per_s_repeats"])[1]
     assert r["train_ratio"] == 1.0 and r["baseline"] == "mail_rn18"         # the baseline against itself
     assert r["gmacs"] * 2 < r["gflops"] < r["gflops_grouped_as_dense"]     # bias adds; MAIL's grouped convs

@@ -64,12 +64,13 @@ def history(run):
 
 def assert_same_training(run, reference):
     """Per-epoch train and val losses of `run` equal those of `reference` up to float summation
-    order, which the attack's sign steps amplify (0.7 % at most measured; without the attack 1e-6
-    per step). Before the dropout masks were drawn for the global batch the gap was 5 %."""
+    order, which the attack's sign steps amplify (without the attack 1e-6 per step; with it 0.7 % at
+    most measured under TensorFlow's default thread pools, 1.6 % with one thread per op, the default
+    since mail_tf.threads). Before the dropout masks were drawn for the global batch the gap was 5 %."""
     ours, theirs = history(run), history(reference)
     assert len(ours) == len(theirs) == EPOCHS
     for key in ("train_loss", "val_loss"):
-        np.testing.assert_allclose([h[key] for h in ours], [h[key] for h in theirs], rtol=1e-2, err_msg=key)
+        np.testing.assert_allclose([h[key] for h in ours], [h[key] for h in theirs], rtol=2.5e-2, err_msg=key)
 
 
 @pytest.fixture(scope="module")
