@@ -19,6 +19,12 @@ def _forward_and_grads(layer, kernel, x):
     return y.numpy(), gx.numpy(), gk.numpy()
 
 
+def _assert_same_forward_and_grads(got, want):
+    """(y, dL/dx, dL/dkernel) equal to float rounding."""
+    for g, w, tol in zip(got, want, (1e-5, 1e-4, 1e-4)):
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("cin,cout,groups,strides,size", [
     (64, 64, 16, 1, 8), (64, 128, 16, 2, 8), (192, 64, 2, 1, 6), (48, 32, 2, 2, 7), (32, 16, 1, 1, 5)])
 def test_grouped_pointwise_equals_keras_grouped_conv(cin, cout, groups, strides, size):
@@ -152,11 +158,7 @@ def test_conv2d_equals_keras_conv2d_and_runs_1x1_as_a_matmul(kernel_size, stride
     fast.build(x.shape)
     fast.set_weights(ref.get_weights())
     assert fast._as_matmul(x) == matmul
-    y0, gx0, gk0 = _forward_and_grads(ref, ref.kernel, x)
-    y1, gx1, gk1 = _forward_and_grads(fast, fast.kernel, x)
-    np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(gx1, gx0, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(gk1, gk0, rtol=1e-4, atol=1e-4)
+    _assert_same_forward_and_grads(_forward_and_grads(fast, fast.kernel, x), _forward_and_grads(ref, ref.kernel, x))
     graph = tf.function(fast).get_concrete_function(tf.TensorSpec(x.shape)).graph
     ops = {op.type for op in graph.get_operations()}
     assert ("MatMul" in ops) == matmul and ("Conv2D" in ops) != matmul
@@ -174,10 +176,7 @@ def test_shuffle_folded_into_the_grouped_conv_equals_shuffling_the_activations(a
     y0, gx0, gk0 = _forward_and_grads(lambda t: conv(shuffle(t)), conv.kernel, x)
     plain = conv(x).numpy()
     conv.input_order = order
-    y1, gx1, gk1 = _forward_and_grads(conv, conv.kernel, x)
-    np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(gx1, gx0, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(gk1, gk0, rtol=1e-4, atol=1e-4)
+    _assert_same_forward_and_grads(_forward_and_grads(conv, conv.kernel, x), (y0, gx0, gk0))
     assert np.abs(y0 - plain).max() > 1e-2     # the order matters: the test could fail
 
 
