@@ -131,6 +131,7 @@ def benchmark_models(names, num_classes, image_size, batch_size, width=1.0, warm
     the run shifts every model alike and the ratios stay fair; the median repeat is reported.
     """
     from mail_tf.flops import count_costs
+    from mail_tf.threads import pools
 
     benches = []
     for i, name in enumerate(names, start=1):
@@ -167,18 +168,10 @@ def benchmark_models(names, num_classes, image_size, batch_size, width=1.0, warm
             "width": width,
             "repeats": repeats,
             "jit_compile": jit_compile,
-            "threads": threads(),
+            "threads": pools(),
             **extra,
         })
     return results
-
-
-def threads():
-    """TensorFlow's CPU thread pools as set (`mail_tf.threads`; 0: its own choice)."""
-    import tensorflow as tf
-
-    return {"inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-            "intra_op": tf.config.threading.get_intra_op_parallelism_threads()}
 
 
 def add_ratios(results, baseline):

@@ -10,8 +10,9 @@ The export is of the model's *deterministic* inference: for Robust-MAIL the rand
 filters of the current draw are frozen into the file and the attention noise is off (so it is one
 fixed member of the randomised model, not the randomised model), and Monte-Carlo dropout is off.
 Grouped 1x1 convolutions are traced as one grouped CONV_2D each (`GroupedPointwiseConv2D.as_conv`), so
-the file stores no zero blocks and one op per conv; 1x1 `Conv2D`s are CONV_2D too, not matmuls (`as_conv`). Numerics equal the Keras model's to float round-off
-(tests/test_lite.py). Internal tensor names are stripped from the file (`strip_names`).
+the file stores no zero blocks and one op per conv; 1x1 `Conv2D`s are CONV_2D too, not matmuls
+(`as_conv`). Numerics equal the Keras model's to float round-off (tests/test_lite.py). Internal tensor
+names are stripped from the file (`strip_names`).
 """
 
 import contextlib

@@ -31,8 +31,7 @@ def configure(inter_op=0, intra_op=AUTO):
     """Set the inter- and intra-op pools (0: TensorFlow's choice; intra_op AUTO: `auto_intra_op()`).
 
     Call before TensorFlow runs anything. If its runtime has already started, the pools stay as
-    they are, and a request for explicit sizes other than those is a ValueError. Returns
-    {"inter_op": ..., "intra_op": ...} as TensorFlow reports them after the call.
+    they are, and a request for explicit sizes other than those is a ValueError. Returns `pools()`.
     """
     if inter_op < 0 or intra_op < AUTO:
         raise ValueError(f"thread counts are >= 0 (intra_op also {AUTO}: auto), got {inter_op}, {intra_op}")
@@ -42,10 +41,16 @@ def configure(inter_op=0, intra_op=AUTO):
         threading.set_inter_op_parallelism_threads(inter_op)
         threading.set_intra_op_parallelism_threads(intra)
     except RuntimeError:    # the runtime started (e.g. an entry point called inside a test process)
-        now = (threading.get_inter_op_parallelism_threads(), threading.get_intra_op_parallelism_threads())
-        asked = (inter_op or None, intra if intra_op not in (0, AUTO) else None)
-        if any(a is not None and a != n for a, n in zip(asked, now)):
-            raise ValueError(f"TensorFlow's thread pools are already {now} (inter, intra op); "
-                             f"set them before it runs anything") from None
+        now = pools()
+        # Only explicit sizes (> 0) are a request to refuse; 0 and AUTO accept what is there.
+        if any(n > 0 and n != now[k] for n, k in ((inter_op, "inter_op"), (intra_op, "intra_op"))):
+            raise ValueError(f"TensorFlow's thread pools are already {now}; set them before it runs "
+                             f"anything") from None
+    return pools()
+
+
+def pools():
+    """TensorFlow's CPU thread pools as set: {"inter_op": ..., "intra_op": ...} (0: its own choice)."""
+    threading = tf.config.threading
     return {"inter_op": threading.get_inter_op_parallelism_threads(),
             "intra_op": threading.get_intra_op_parallelism_threads()}

@@ -62,6 +62,16 @@ def block_diagonal(kernel, groups):
     return tf.reshape(k, (groups * cin_g, cout))
 
 
+def pixel_matmul(x, kernel, bias=None):
+    """A 1x1 conv of (B, H, W, Cin) maps with a (Cin, Cout) kernel as one 2-D matmul over all pixels
+    (a 4-D matmul would batch H*B small products instead), plus `bias` if given."""
+    shape = tf.shape(x)
+    y = tf.matmul(tf.reshape(x, (-1, x.shape[-1])), tf.cast(kernel, x.dtype))
+    if bias is not None:
+        y = tf.nn.bias_add(y, tf.cast(bias, x.dtype))
+    return tf.reshape(y, tf.concat([shape[:3], [kernel.shape[-1]]], 0))
+
+
 @register
 class GroupedPointwiseConv2D(keras.layers.Layer):
     """1x1 convolution with `groups` channel groups; exact equal of `Conv2D(filters, 1, groups=...)`."""
@@ -109,17 +119,11 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
                 kernel = tf.gather(kernel, np.argsort(order), axis=2)
             y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), 1, "VALID")
             return tf.nn.bias_add(y, tf.cast(self.bias, x.dtype)) if self.use_bias else y
-        shape = tf.shape(x)
-        # 2-D matmuls over all pixels; a 4-D matmul would batch H*B small products instead.
-        x2 = tf.reshape(x, (-1, x.shape[-1]))
         kernel = block_diagonal(kernel, self.groups) if self.groups > 1 else tf.reshape(kernel, kernel.shape[-2:])
         if order is not None:
             # x[..., order] @ K == x @ K' with K'[order[j]] = K[j]: K' = K[inverse(order)].
             kernel = tf.gather(kernel, np.argsort(order), axis=0)
-        y = tf.matmul(x2, tf.cast(kernel, x.dtype))
-        if self.use_bias:
-            y = tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
-        return tf.reshape(y, tf.concat([shape[:3], [self.filters]], 0))
+        return pixel_matmul(x, kernel, self.bias if self.use_bias else None)
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
@@ -153,11 +157,7 @@ class Conv2D(keras.layers.Conv2D):
     def call(self, inputs):
         if not self._as_matmul(inputs):
             return super().call(inputs)
-        shape = tf.shape(inputs)
-        y = tf.matmul(tf.reshape(inputs, (-1, inputs.shape[-1])), tf.cast(self.kernel[0, 0], inputs.dtype))
-        if self.use_bias:
-            y = tf.nn.bias_add(y, tf.cast(self.bias, inputs.dtype))
-        y = tf.reshape(y, tf.concat([shape[:3], [self.filters]], 0))
+        y = pixel_matmul(inputs, self.kernel[0, 0], self.bias if self.use_bias else None)
         return y if self.activation is None else self.activation(y)
 
 
