@@ -25,9 +25,27 @@ def _assert_same_forward_and_grads(got, want):
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
 
 
+# GroupedPointwiseConv2D's paths (mail_tf.layers.conv): one grouped conv where TensorFlow has its
+# gradients, else a matmul with the block-diagonal kernel; `as_conv` (LiteRT) always a convolution.
+PATHS = ("grouped", "matmul", "as_conv")
+
+
+def _on_path(monkeypatch, layer, path):
+    from mail_tf.layers import conv
+
+    if path == "matmul":        # what a TensorFlow without grouped-conv gradients runs
+        monkeypatch.setattr(conv, "grouped_conv_differentiable", lambda dtype: False)
+    layer.as_conv = path == "as_conv"
+
+
+def _op_types(layer, shape):
+    return {op.type for op in tf.function(layer).get_concrete_function(tf.TensorSpec(shape)).graph.get_operations()}
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("cin,cout,groups,strides,size", [
     (64, 64, 16, 1, 8), (64, 128, 16, 2, 8), (192, 64, 2, 1, 6), (48, 32, 2, 2, 7), (32, 16, 1, 1, 5)])
-def test_grouped_pointwise_equals_keras_grouped_conv(cin, cout, groups, strides, size):
+def test_grouped_pointwise_equals_keras_grouped_conv(monkeypatch, path, cin, cout, groups, strides, size):
     x = tf.random.stateless_normal((3, size, size, cin), seed=(1, 2))
     ref = keras.layers.Conv2D(cout, 1, strides=strides, groups=groups, bias_initializer="random_normal")
     ref.build(x.shape)
@@ -35,12 +53,50 @@ def test_grouped_pointwise_equals_keras_grouped_conv(cin, cout, groups, strides,
     fast.build(x.shape)
     assert fast.kernel.shape == ref.kernel.shape  # same layout: weights transfer as they are
     fast.set_weights(ref.get_weights())
+    _on_path(monkeypatch, fast, path)
     y0, gx0, gk0 = _forward_and_grads(ref, ref.kernel, x)
     y1, gx1, gk1 = _forward_and_grads(fast, fast.kernel, x)
     assert y1.shape == y0.shape
     np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gx1, gx0, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gk1, gk0, rtol=1e-4, atol=1e-3)
+    ops = _op_types(fast, x.shape)
+    conv = path == "as_conv" or (path == "grouped" and groups > 1)
+    assert ("Conv2D" in ops) == conv and ("MatMul" in ops) != conv
+
+
+def test_grouped_conv_probe_says_whether_tensorflow_has_the_gradients():
+    """In this process (oneDNN on, TensorFlow's default on x86) and in one with oneDNN off."""
+    import subprocess
+    import sys
+
+    from mail_tf.layers.conv import grouped_conv_differentiable
+
+    def has_gradients(dtype):
+        x, k = tf.ones((1, 2, 2, 4), dtype), tf.ones((1, 1, 2, 4), dtype)
+        try:
+            with tf.GradientTape() as tape:
+                tape.watch(k)
+                y = tf.nn.conv2d(x, k, 1, "VALID")
+            tape.gradient(y, k)
+            return True
+        except tf.errors.OpError:
+            return False
+
+    for dtype in ("float32", "float16"):
+        assert grouped_conv_differentiable(dtype) == has_gradients(dtype)
+    script = ("import tensorflow as tf, numpy as np\n"
+              "from mail_tf.layers import GroupedPointwiseConv2D\n"
+              "from mail_tf.layers.conv import grouped_conv_differentiable\n"
+              "layer = GroupedPointwiseConv2D(8, groups=4)\n"
+              "x = tf.ones((2, 3, 3, 8))\n"
+              "with tf.GradientTape() as tape:\n"
+              "    loss = tf.reduce_sum(layer(x) ** 2)\n"
+              "g = tape.gradient(loss, layer.kernel)\n"
+              "print(grouped_conv_differentiable('float32'), bool(np.isfinite(g.numpy()).all()))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.stdout.split() == ["False", "True"]     # no grouped gradients there: the matmul path trains
 
 
 def test_grouped_pointwise_rejects_indivisible_channels():
@@ -164,20 +220,21 @@ def test_conv2d_equals_keras_conv2d_and_runs_1x1_as_a_matmul(kernel_size, stride
     assert ("MatMul" in ops) == matmul and ("Conv2D" in ops) != matmul
 
 
-@pytest.mark.parametrize("as_conv", [False, True])
-def test_shuffle_folded_into_the_grouped_conv_equals_shuffling_the_activations(as_conv):
+@pytest.mark.parametrize("path", PATHS)
+def test_shuffle_in_front_of_the_grouped_conv_equals_shuffling_the_activations(monkeypatch, path):
     x = tf.random.stateless_normal((2, 5, 5, 96), seed=(7, 8))
     shuffle = ChannelShuffle(16)
     conv = GroupedPointwiseConv2D(32, groups=2, bias_initializer="random_normal")
     conv.build(x.shape)
-    conv.as_conv = as_conv
-    order = shuffle.permutation(96)
-    np.testing.assert_array_equal(shuffle(x).numpy(), tf.gather(x, order, axis=-1).numpy())
+    _on_path(monkeypatch, conv, path)
+    np.testing.assert_array_equal(shuffle(x).numpy(), tf.gather(x, shuffle.permutation(96), axis=-1).numpy())
     y0, gx0, gk0 = _forward_and_grads(lambda t: conv(shuffle(t)), conv.kernel, x)
     plain = conv(x).numpy()
-    conv.input_order = order
+    conv.input_shuffle = 16
     _assert_same_forward_and_grads(_forward_and_grads(conv, conv.kernel, x), (y0, gx0, gk0))
     assert np.abs(y0 - plain).max() > 1e-2     # the order matters: the test could fail
+    # The matmul path folds the shuffle into the kernel's rows: no transpose of the activations.
+    assert ("Transpose" in _op_types(conv, x.shape)) == (path != "matmul")
 
 
 @pytest.mark.parametrize("shape,k,s", [((3, 1, 1, 8), 5, 1), ((3, 1, 1, 8), 3, 1), ((3, 2, 2, 8), 5, 1),

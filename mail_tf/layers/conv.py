@@ -1,22 +1,26 @@
 """Convolution primitives: a CPU-fast grouped 1x1 convolution and the channel shuffle.
 
-Keras runs `Conv2D(groups > 1)` on CPU through an XLA-compiled path whose gradient is 30-100x
-slower than a dense matmul of the same size (see ANCHORS.md). A grouped 1x1 convolution is a matmul
-with a block-diagonal kernel, so `GroupedPointwiseConv2D` stores the compact grouped kernel (same
-layout as `Conv2D(groups=G).kernel`, so weights transfer both ways) and multiplies by its
-block-diagonal expansion. `tests/test_fast_paths.py` proves it equal to `Conv2D(groups=G)`.
-For on-device export (`mail_tf.lite`) `as_conv = True` switches, when a graph is traced, to one
-`tf.nn.conv2d` with the compact kernel: the same numbers as one LiteRT CONV_2D op (which takes groups),
-without the zero blocks (G times fewer weights than the block-diagonal matmul) and without one op per
-group (the graph of a matmul per group made a third of MAIL's int8 file).
-A channel permutation in front of the conv (EMILA's channel shuffle) is folded into the kernel's
-rows (`input_order`, set by the owner at build, read at trace like `as_conv`), so the activations are never
-transposed.
+`GroupedPointwiseConv2D` stores the compact grouped kernel (same layout as `Conv2D(groups=G).kernel`, so
+weights transfer both ways) and runs as one grouped `tf.nn.conv2d` wherever TensorFlow has that op's
+gradients: oneDNN's CPU kernels (TensorFlow's default on x86) and cuDNN do, TensorFlow's own CPU kernels
+do not (`grouped_conv_differentiable` asks once per dtype). On MAIL-RN18's shapes oneDNN's grouped conv
+is 1.3-7x faster, forward and backward, than a matmul with the block-diagonal kernel, which computes the
+zero blocks too (docs/PERFORMANCE.md). Where it has no gradients (oneDNN off, float16 on CPU) the layer
+multiplies by that block-diagonal expansion instead. Keras's own `Conv2D(groups > 1)` runs on CPU
+through an XLA-compiled path 30-100x slower (see ANCHORS.md). `tests/test_fast_paths.py` proves every
+path equal to `Conv2D(groups=G)`.
+A channel shuffle in front of the conv (EMILA's; `input_shuffle`, set by the owner at build, read at
+trace) is a transpose of the activations before a grouped conv, and is folded into the rows of the
+block-diagonal kernel on the matmul path, so there the activations are never transposed.
+For on-device export (`mail_tf.lite`) `as_conv = True` makes every path a convolution: one LiteRT
+CONV_2D op (which takes groups), without the zero blocks and without one op per group (the graph of a
+matmul per group made a third of MAIL's int8 file).
 `Conv2D` is Keras's with the same weights and config; a dense 1x1 stride-1 conv runs as one matmul over
 the pixels, which oneDNN does 1.1-1.8x faster than its 1x1 convolution, forward and backward, on
 MAIL-RN18's shapes (docs/PERFORMANCE.md). `as_conv` gives the export its plain CONV_2D back.
 """
 
+import functools
 import math
 
 import keras
@@ -53,13 +57,48 @@ def block_diagonal(kernel, groups):
     exactly as `Conv2D(groups=G)` does.
     """
     cin_g, cout = kernel.shape[-2], kernel.shape[-1]
-    cout_g = cout // groups
-    k = tf.transpose(tf.reshape(kernel, (cin_g, groups, cout_g)), (1, 0, 2))   # (G, Cin/G, Cout/G)
+    k = tf.reshape(kernel, (1, cin_g, groups, cout // groups))
     # (G, Cin/G, G, Cout/G) with zero off-diagonal blocks: a broadcast product with the identity, not
     # an einsum, which the LiteRT converter mis-lowers to a BatchMatMul and cannot convert.
     eye = tf.eye(groups, dtype=k.dtype)
-    k = k[:, :, None, :] * eye[:, None, :, None]
+    k = k * eye[:, None, :, None]
     return tf.reshape(k, (groups * cin_g, cout))
+
+
+@functools.cache
+def _grouped_conv_differentiable(dtype_name):
+    # Run now, also when called while a graph is traced. init_scope pauses gradient tapes, so the
+    # probe's graph takes its gradients with tf.gradients.
+    with tf.init_scope():
+        @tf.function
+        def probe(x, k):
+            return tf.gradients(tf.nn.conv2d(x, k, 1, "VALID"), [x, k])
+
+        try:
+            probe(tf.ones((1, 1, 1, 2), dtype_name), tf.ones((1, 1, 1, 2), dtype_name))
+            return True
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.NotFoundError):
+            return False
+
+
+def grouped_conv_differentiable(dtype):
+    """Whether a grouped `tf.nn.conv2d` of this dtype has gradients on the default device (asked once
+    per process and dtype: a two-channel, two-group conv and its gradient are run)."""
+    return _grouped_conv_differentiable(tf.as_dtype(dtype).name)
+
+
+def shuffle_permutation(channels, groups):
+    """The ShuffleNet channel order: channel_shuffle(x, groups) == x[..., shuffle_permutation(C, groups)]."""
+    return np.arange(channels).reshape(groups, channels // groups).T.reshape(-1)
+
+
+def channel_shuffle(x, groups):
+    """ShuffleNet channel shuffle of (B, H, W, C) maps: (.., G, C/G) -> (.., C/G, G) over the channels."""
+    c = x.shape[-1]
+    shape = ops.shape(x)
+    y = ops.reshape(x, (shape[0], shape[1], shape[2], groups, c // groups))
+    y = ops.transpose(y, (0, 1, 2, 4, 3))
+    return ops.reshape(y, (shape[0], shape[1], shape[2], c))
 
 
 def pixel_matmul(x, kernel, bias=None):
@@ -90,9 +129,8 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.as_conv = False    # read when a graph is traced: see the module docstring
-        # None, or indices such that this conv applies to x[..., input_order] (a channel
-        # permutation, e.g. `ChannelShuffle.permutation`), folded into the kernel's rows.
-        self.input_order = None
+        # None, or the groups of a channel shuffle this conv applies after: conv(channel_shuffle(x, g)).
+        self.input_shuffle = None
 
     def build(self, input_shape):
         self.kernel = self.add_weight(
@@ -106,24 +144,25 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         return self.kernel
 
     def call(self, x):
-        order = self.input_order
-        if self.strides > 1:
-            # A 1x1 kernel with stride s reads pixel (s*i, s*j) under 'same' and 'valid' padding alike.
-            x = x[:, ::self.strides, ::self.strides, :]
         kernel = self.compact_kernel()
-        if self.as_conv:
-            if order is not None and self.groups > 1:
-                # Across groups a permutation cannot go into the compact kernel: permute the input.
-                x = tf.gather(x, order, axis=-1)
-            elif order is not None:
-                kernel = tf.gather(kernel, np.argsort(order), axis=2)
-            y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), 1, "VALID")
-            return tf.nn.bias_add(y, tf.cast(self.bias, x.dtype)) if self.use_bias else y
-        kernel = block_diagonal(kernel, self.groups) if self.groups > 1 else tf.reshape(kernel, kernel.shape[-2:])
-        if order is not None:
-            # x[..., order] @ K == x @ K' with K'[order[j]] = K[j]: K' = K[inverse(order)].
-            kernel = tf.gather(kernel, np.argsort(order), axis=0)
-        return pixel_matmul(x, kernel, self.bias if self.use_bias else None)
+        if self.groups > 1 and (self.as_conv or grouped_conv_differentiable(x.dtype)):
+            if self.input_shuffle:
+                x = channel_shuffle(x, self.input_shuffle)
+            y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), self.strides, "VALID")
+        else:
+            if self.strides > 1:
+                # A 1x1 kernel with stride s reads pixel (s*i, s*j) under 'same' and 'valid' padding alike.
+                x = x[:, ::self.strides, ::self.strides, :]
+            kernel = (block_diagonal(kernel, self.groups) if self.groups > 1
+                      else tf.reshape(kernel, kernel.shape[-2:]))
+            if self.input_shuffle:
+                # shuffle(x) @ K == x @ K' with K'[order[j]] = K[j]: K' = K[inverse(order)].
+                order = shuffle_permutation(x.shape[-1], self.input_shuffle)
+                kernel = tf.gather(kernel, np.argsort(order), axis=0)
+            if not self.as_conv:
+                return pixel_matmul(x, kernel, self.bias if self.use_bias else None)
+            y = tf.nn.conv2d(x, tf.cast(kernel[None, None], x.dtype), 1, "VALID")
+        return tf.nn.bias_add(y, tf.cast(self.bias, x.dtype)) if self.use_bias else y
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
@@ -176,14 +215,10 @@ class ChannelShuffle(keras.layers.Layer):
 
     def permutation(self, channels):
         """The channel order of the output: shuffle(x) == x[..., permutation(C)]."""
-        return np.arange(channels).reshape(self.groups, channels // self.groups).T.reshape(-1)
+        return shuffle_permutation(channels, self.groups)
 
     def call(self, x):
-        c = x.shape[-1]
-        shape = ops.shape(x)
-        y = ops.reshape(x, (shape[0], shape[1], shape[2], self.groups, c // self.groups))
-        y = ops.transpose(y, (0, 1, 2, 4, 3))
-        return ops.reshape(y, (shape[0], shape[1], shape[2], c))
+        return channel_shuffle(x, self.groups)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -166,8 +166,8 @@ class EMILA(keras.layers.Layer):
         mixed = self.msgdc.compute_output_shape(input_shape)
         self.shuffle.build(mixed)
         self.fuse.build(mixed)
-        # The shuffle is folded into the fuse conv's kernel rows (`GroupedPointwiseConv2D`).
-        self.fuse.input_order = self.shuffle.permutation(mixed[-1])
+        # The fuse conv shuffles its input itself, the fastest way its path allows (`GroupedPointwiseConv2D`).
+        self.fuse.input_shuffle = self.shuffle.groups
         out = self.fuse.compute_output_shape(mixed)
         self.fuse_bn.build(out)
         self.ca.build(out)
