@@ -196,7 +196,7 @@ class Conv2D(keras.layers.Conv2D):
     def call(self, inputs):
         if not self._as_matmul(inputs):
             return super().call(inputs)
-        y = pixel_matmul(inputs, self.kernel[0, 0], self.bias if self.use_bias else None)
+        y = pixel_matmul(inputs, tf.reshape(self.kernel, self.kernel.shape[2:]), self.bias if self.use_bias else None)
         return y if self.activation is None else self.activation(y)
 
 

@@ -60,7 +60,7 @@ def depthwise_conv2d(x, kernel, strides=1):
     if (ch, cw) != (kh, kw):
         kernel = kernel[(kh - ch) // 2:(kh + ch) // 2, (kw - cw) // 2:(kw + cw) // 2]
     if ch == cw == 1:
-        return x * kernel[0, 0, :, 0]
+        return x * tf.reshape(kernel, (-1,))
     if ch * cw > 9 and b is not None:
         return _depthwise_large_kernel(x, kernel)
     return tf.nn.depthwise_conv2d(x, kernel, (1, 1, 1, 1), "SAME")

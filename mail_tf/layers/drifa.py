@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from mail_tf.layers.batch_norm import BatchNormalization
-from mail_tf.layers.gates import sigmoid_gate
+from mail_tf.layers.gates import per_channel, sigmoid_gate
 from mail_tf.layers.residual import ShortcutBlock
 from mail_tf.layers.serialization import register
 from mail_tf.layers.checks import check_rank4
@@ -65,7 +65,7 @@ class MFA(keras.layers.Layer):
         a_c = l1 + _gate(self, f, l1)
         dtype = x.dtype
         attention = sigmoid_gate(self, tf.cast(self.gamma, dtype) * a_h + tf.cast(self.lam, dtype) * a_c)
-        return x * (attention * tf.cast(self.alpha, dtype))[:, None, None, :]
+        return x * per_channel(attention * tf.cast(self.alpha, dtype))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -113,7 +113,7 @@ class MIFA(keras.layers.Layer):
             a_l += tf.reduce_min(m, axis=(1, 2)) + tf.reduce_mean(m, axis=(1, 2)) + tf.reduce_max(m, axis=(1, 2))
         dtype = xs[0].dtype
         attention = sigmoid_gate(self, tf.cast(self.gamma, dtype) * a_g + tf.cast(self.lam, dtype) * a_l)
-        return [x * (attention * tf.cast(alpha, dtype))[:, None, None, :] for x, alpha in zip(xs, self.alphas)]
+        return [x * per_channel(attention * tf.cast(alpha, dtype)) for x, alpha in zip(xs, self.alphas)]
 
     def compute_output_shape(self, input_shape):
         return [tuple(s) for s in input_shape]

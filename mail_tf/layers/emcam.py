@@ -7,7 +7,7 @@ import tensorflow as tf
 from mail_tf.layers.conv import Conv2D
 from mail_tf.layers.dct import channel_dct
 from mail_tf.layers.defense import Defense, with_defense_config
-from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initializer, sigmoid_gate
+from mail_tf.layers.gates import ATTENTION_INITS, check_choice, per_channel, scale_initializer, sigmoid_gate
 from mail_tf.layers.noise import AttentionNoise
 from mail_tf.layers.residual import GPC_GROUPS, MSGDC
 from mail_tf.layers.serialization import register, saved_before
@@ -64,7 +64,7 @@ class MFIFA(keras.layers.Layer):
         total = 0.0
         for i, x in enumerate(xs):
             d = channel_dct(x)
-            f_min, f_avg, f_max = (sigmoid_gate(self, self.descriptor(p), "descriptor")[:, None, None, :]
+            f_min, f_avg, f_max = (per_channel(sigmoid_gate(self, self.descriptor(p), "descriptor"))
                                    for p in _global_pools(d))
             low = f_min + f_avg
             high = (d - f_min) + (d - f_avg) + f_max

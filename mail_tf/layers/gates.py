@@ -21,6 +21,12 @@ def sigmoid_gate(layer, logits, name="gate"):
     return gate
 
 
+def per_channel(v):
+    """(B, C) -> (B, 1, 1, C), to scale (B, H, W, C) maps: a reshape, whose gradient is a reshape too
+    (`v[:, None, None, :]`'s is a StridedSliceGrad kernel per call)."""
+    return tf.reshape(v, (-1, 1, 1, v.shape[-1]))
+
+
 @contextlib.contextmanager
 def record_gates():
     """Collect (layer, gate name, map) of every gate evaluated inside the block (eager calls)."""

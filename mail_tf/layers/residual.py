@@ -8,7 +8,7 @@ from mail_tf.layers.batch_norm import BatchNormalization
 from mail_tf.layers.conv import ChannelShuffle, Conv2D, GroupedPointwiseConv2D, depthwise_initializer
 from mail_tf.layers.defense import Defense, with_defense_config
 from mail_tf.layers.depthwise import DepthwiseConv2D
-from mail_tf.layers.gates import ATTENTION_INITS, check_choice, scale_initializer, sigmoid_gate
+from mail_tf.layers.gates import ATTENTION_INITS, check_choice, per_channel, scale_initializer, sigmoid_gate
 from mail_tf.layers.noise import AttentionNoise
 from mail_tf.layers.random_projection import RandomProjectionDepthwiseConv2D, RandomProjectionPointwiseConv2D
 from mail_tf.layers.serialization import register, saved_before
@@ -124,7 +124,7 @@ class ChannelAttention(keras.layers.Layer):
         if self.pools == "notebook":
             pooled += tf.reduce_sum(y, axis=(1, 2))
         z = pooled + (gmp - gap - gmn)
-        a = sigmoid_gate(self, self.excite(self.squeeze(z)) * tf.cast(self.theta, y.dtype))[:, None, None, :]
+        a = per_channel(sigmoid_gate(self, self.excite(self.squeeze(z)) * tf.cast(self.theta, y.dtype)))
         return a if self.noise is None else self.noise(a)
 
     def call(self, y):
