@@ -44,7 +44,8 @@ def _op_types(layer, shape):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("cin,cout,groups,strides,size", [
-    (64, 64, 16, 1, 8), (64, 128, 16, 2, 8), (192, 64, 2, 1, 6), (48, 32, 2, 2, 7), (32, 16, 1, 1, 5)])
+    (64, 64, 16, 1, 8), (64, 128, 16, 2, 8), (192, 64, 2, 1, 6), (48, 32, 2, 2, 7), (32, 16, 1, 1, 5),
+    (64, 32, 4, 1, 1), (96, 32, 2, 1, 9)])   # the last two: on either side of SMALL_MAP_PIXELS
 def test_grouped_pointwise_equals_keras_grouped_conv(monkeypatch, path, cin, cout, groups, strides, size):
     x = tf.random.stateless_normal((3, size, size, cin), seed=(1, 2))
     ref = keras.layers.Conv2D(cout, 1, strides=strides, groups=groups, bias_initializer="random_normal")
@@ -239,7 +240,8 @@ def test_shuffle_in_front_of_the_grouped_conv_equals_shuffling_the_activations(m
 
 @pytest.mark.parametrize("shape,k,s", [((3, 1, 1, 8), 5, 1), ((3, 1, 1, 8), 3, 1), ((3, 2, 2, 8), 5, 1),
                                        ((3, 2, 3, 8), 5, 1), ((3, 5, 4, 8), 5, 1), ((3, 6, 6, 8), 3, 1),
-                                       ((3, 7, 7, 8), 5, 2)])
+                                       ((3, 7, 7, 8), 5, 2), ((3, 8, 8, 8), 5, 2), ((3, 2, 2, 8), 5, 2),
+                                       ((3, 1, 1, 8), 5, 2), ((3, 6, 5, 8), 3, 2)])
 def test_depthwise_conv2d_equals_tf_in_output_and_both_gradients(shape, k, s):
     """Cropped kernels on small maps and the large-kernel filter gradient (mail_tf.layers.depthwise)."""
     from mail_tf.layers import depthwise_conv2d

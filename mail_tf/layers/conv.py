@@ -87,6 +87,36 @@ def grouped_conv_differentiable(dtype):
     return _grouped_conv_differentiable(tf.as_dtype(dtype).name)
 
 
+# oneDNN's grouped 1x1 filter gradient is slower than one matmul per group on small maps: 1.2-3.3x
+# at 8x8 pixels and fewer, even or slower at 16x16 and more (docs/PERFORMANCE.md, MAIL's fuse conv).
+SMALL_MAP_PIXELS = 64
+MATMUL_FILTER_GRAD_GROUPS = 4   # at most this many groups (one matmul each) take that path
+
+
+def _grouped_conv(x, kernel, strides, filter_gradient):
+    """tf.nn.conv2d of a grouped 1x1 kernel; on small maps at stride 1, with few groups, its filter
+    gradient is one matmul per group (see SMALL_MAP_PIXELS). filter_gradient=False: TensorFlow's
+    gradient, where no kernel gradient is taken (`depthwise_conv2d` says why)."""
+    b, h, w, cin = x.shape
+    groups = cin // kernel.shape[2]
+    if (not filter_gradient or strides != 1 or h is None or w is None or h * w > SMALL_MAP_PIXELS
+            or groups > MATMUL_FILTER_GRAD_GROUPS):
+        return tf.nn.conv2d(x, kernel, strides, "VALID")
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(dy):
+            dx = tf.compat.v1.nn.conv2d_backprop_input(tf.shape(x), kernel, dy, (1, 1, 1, 1), "VALID")
+            xg = tf.reshape(x, (-1, groups, cin // groups))
+            dyg = tf.reshape(dy, (-1, groups, kernel.shape[-1] // groups))
+            dk = tf.concat([tf.matmul(xg[:, g], dyg[:, g], transpose_a=True) for g in range(groups)], axis=-1)
+            return dx, tf.reshape(dk, kernel.shape)
+
+        return tf.nn.conv2d(x, kernel, 1, "VALID"), grad
+
+    return conv(x, kernel)
+
+
 def shuffle_permutation(channels, groups):
     """The ShuffleNet channel order: channel_shuffle(x, groups) == x[..., shuffle_permutation(C, groups)]."""
     return np.arange(channels).reshape(groups, channels // groups).T.reshape(-1)
@@ -143,12 +173,14 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         """The grouped kernel (1, 1, Cin/G, Cout) this layer applies."""
         return self.kernel
 
-    def call(self, x):
+    def call(self, x, training=None):
         kernel = self.compact_kernel()
         if self.groups > 1 and (self.as_conv or grouped_conv_differentiable(x.dtype)):
             if self.input_shuffle:
                 x = channel_shuffle(x, self.input_shuffle)
-            y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), self.strides, "VALID")
+            kernel = tf.cast(kernel, x.dtype)
+            y = (tf.nn.conv2d(x, kernel, self.strides, "VALID") if self.as_conv
+                 else _grouped_conv(x, kernel, self.strides, bool(training)))
         else:
             if self.strides > 1:
                 # A 1x1 kernel with stride s reads pixel (s*i, s*j) under 'same' and 'valid' padding alike.

@@ -183,9 +183,9 @@ class RandomProjectionDepthwiseConv2D(_RandomFilters, keras.layers.Layer):
         self._add_random_kernel((k, k, self.random_channels, 1), kernel_size=k)
         self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros") if self.use_bias else None
 
-    def call(self, x):
+    def call(self, x, training=None):
         kernel = tf.cast(self.full_kernel(), x.dtype)
-        y = depthwise_conv2d(x, kernel, self.strides)
+        y = depthwise_conv2d(x, kernel, self.strides, bool(training))
         if self.use_bias:
             y = tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
         return y
