@@ -18,6 +18,17 @@ import tensorflow as tf
 from mail_tf.layers.serialization import register
 
 
+def _biased(inputs):
+    """(n - 1) / n for the n = B * H * W values per channel: a constant where the shape is static,
+    so the update costs no shape, cast and divide kernels per layer and step."""
+    if None not in inputs.shape[:3]:
+        n = inputs.shape[0] * inputs.shape[1] * inputs.shape[2]
+        return (n - 1.0) / max(n, 1.0)
+    shape = tf.shape(inputs)
+    n = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
+    return (n - 1.0) / tf.maximum(n, 1.0)
+
+
 @register
 class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` over the last axis of (B, H, W, C) float32 maps, fused."""
@@ -39,9 +50,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 epsilon=self.epsilon, is_training=True)
             # The kernel returns the unbiased (n - 1) variance for the running estimate; Keras's
             # moving variance averages the biased one it normalises with.
-            shape = tf.shape(inputs)
-            n = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
-            variance = variance * ((n - 1.0) / tf.maximum(n, 1.0))
+            variance = variance * _biased(inputs)
             m = self.momentum
             self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
             self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))

@@ -85,7 +85,7 @@ class ChannelAttention(keras.layers.Layer):
     """CA (Eq. 4): y * sigmoid(theta * Dense(C)(ReLU(Dense(C/r)(z)))).
 
     z = (GMN + GAP + GMP) + (GMP - GAP - GMN) with pools="paper" (Eq. 4's G_p and mu; it equals
-    2*GMP, the written form is kept so the code reads like the equation). pools="notebook" adds the
+    2*GMP, which is how `attention` computes it). pools="notebook" adds the
     notebook's global sum GSP to the first bracket: a sum grows with H*W and saturates most gates at
     64 px and above (docs/TRAINABILITY.md), so it is a compatibility option only.
     attention_init="paper" (default) starts theta at 1; "neutral" at 0, so the map starts at a
@@ -117,13 +117,13 @@ class ChannelAttention(keras.layers.Layer):
 
     def attention(self, y):
         """The channel attention map A_c, shape (B, 1, 1, C)."""
-        gmn = tf.reduce_min(y, axis=(1, 2))
-        gap = tf.reduce_mean(y, axis=(1, 2))
+        # Eq. 4's z = (GMN + GAP + GMP) + (GMP - GAP - GMN) is 2 * GMP: computed so, because the
+        # minimum and the mean (and their gradients, which cancel) cost a dozen kernels per layer,
+        # several of them the size of y. tests/test_layers.py checks it against the written form.
         gmp = tf.reduce_max(y, axis=(1, 2))
-        pooled = gmn + gap + gmp
+        z = gmp + gmp
         if self.pools == "notebook":
-            pooled += tf.reduce_sum(y, axis=(1, 2))
-        z = pooled + (gmp - gap - gmn)
+            z += tf.reduce_sum(y, axis=(1, 2))
         a = per_channel(sigmoid_gate(self, self.excite(self.squeeze(z)) * tf.cast(self.theta, y.dtype)))
         return a if self.noise is None else self.noise(a)
 
