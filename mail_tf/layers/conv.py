@@ -107,9 +107,9 @@ def _grouped_conv(x, kernel, strides, filter_gradient):
     def conv(x, kernel):
         def grad(dy):
             dx = tf.compat.v1.nn.conv2d_backprop_input(tf.shape(x), kernel, dy, (1, 1, 1, 1), "VALID")
-            xg = tf.reshape(x, (-1, groups, cin // groups))
-            dyg = tf.reshape(dy, (-1, groups, kernel.shape[-1] // groups))
-            dk = tf.concat([tf.matmul(xg[:, g], dyg[:, g], transpose_a=True) for g in range(groups)], axis=-1)
+            xg = tf.unstack(tf.reshape(x, (-1, groups, cin // groups)), axis=1)     # one kernel, not G slices
+            dyg = tf.unstack(tf.reshape(dy, (-1, groups, kernel.shape[-1] // groups)), axis=1)
+            dk = tf.concat([tf.matmul(a, b, transpose_a=True) for a, b in zip(xg, dyg)], axis=-1)
             return dx, tf.reshape(dk, kernel.shape)
 
         return tf.nn.conv2d(x, kernel, 1, "VALID"), grad
