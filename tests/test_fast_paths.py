@@ -173,6 +173,32 @@ def test_fused_batch_norm_falls_back_to_keras_where_the_kernel_does_not_apply():
     np.testing.assert_allclose(fast(x, training=True).numpy(), ref(x, training=True).numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("make,shape,folds", [
+    (lambda: Conv2D(16, 1, bias_initializer="random_normal"), (4, 6, 5, 24), True),            # the matmul
+    (lambda: Conv2D(16, 1, strides=2, use_bias=False), (4, 6, 5, 24), True),                    # a conv, no bias
+    (lambda: GroupedPointwiseConv2D(16, groups=2, bias_initializer="random_normal"), (4, 6, 5, 48), True),
+    (lambda: Conv2D(16, 1), (2, 2, 2, 24), False)])   # 8 pixels < 24 weights per output: kept apart
+def test_conv_bn_folds_the_inference_batch_norm_into_the_conv(make, shape, folds, training):
+    from mail_tf.layers.batch_norm import conv_bn
+
+    x = tf.random.stateless_normal(shape, seed=(9, 10))
+    conv = make()
+    bn = BatchNormalization(moving_mean_initializer="random_normal", gamma_initializer="random_normal",
+                            beta_initializer="random_normal",
+                            moving_variance_initializer=keras.initializers.RandomUniform(0.5, 2.0))
+    conv.build(x.shape)
+    bn.build(conv.compute_output_shape(x.shape))
+    if isinstance(conv, GroupedPointwiseConv2D):
+        conv.input_shuffle = 4
+    want = _forward_and_grads(lambda t: bn(conv(t, training=training), training=training), conv.kernel, x)
+    got = _forward_and_grads(lambda t: conv_bn(conv, bn, t, training), conv.kernel, x)
+    _assert_same_forward_and_grads(got, want)
+    assert np.abs(want[0] - conv(x).numpy()).max() > 0.1      # the batch norm is not the identity
+    ops = _op_types(lambda t: conv_bn(conv, bn, t, training), x.shape)
+    assert ("FusedBatchNormV3" in ops) == (training or not folds)
+
+
 def _train(optimizer, steps=4):
     keras.utils.set_random_seed(0)
     w = [keras.Variable(np.random.default_rng(0).standard_normal(s).astype("float32")) for s in ((5, 3), (3,))]

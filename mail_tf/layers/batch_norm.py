@@ -10,6 +10,11 @@ The layer is a subclass, so weights, configs and `isinstance(..., keras.layers.B
 are unchanged; whatever the fused kernel does not cover (masks, renorm, synchronised statistics
 across replicas, other axes or ranks, float16 inputs) goes through Keras's own `call`.
 tests/test_fast_paths.py checks outputs, gradients and moving statistics against Keras's layer.
+
+At inference a batch norm is an affine map per channel, and `conv_bn` folds it into the kernel and
+bias of the conv in front of it. TensorFlow's graph optimiser does that by itself only for a conv
+without a bias (the plain ResNet's); MAIL's convs have biases, so their batch norms were a pass
+over every map of their own (docs/PERFORMANCE.md).
 """
 
 import keras
@@ -59,3 +64,41 @@ class BatchNormalization(keras.layers.BatchNormalization):
             x=inputs, scale=gamma, offset=beta, mean=self.moving_mean, variance=self.moving_variance,
             epsilon=self.epsilon, is_training=False)
         return y
+
+    def foldable(self, training, dtype):
+        """Whether this layer, at this `training` and input dtype, is the affine map of its moving
+        statistics (Keras's, where `fold` gives it), so a conv in front of it can take it in."""
+        return (not (training and self.trainable) and self.axis in (-1, 3) and not self.renorm
+                and tf.as_dtype(dtype) == tf.float32)
+
+    def fold(self, kernel, bias):
+        """(kernel', bias') with conv(x, kernel') + bias' == this layer's inference output on
+        conv(x, kernel) + bias; the kernel's last axis holds the output channels, `bias` may be None."""
+        scale = tf.math.rsqrt(self.moving_variance + self.epsilon)
+        if self.scale:
+            scale *= self.gamma
+        shift = -self.moving_mean * scale if bias is None else (bias - self.moving_mean) * scale
+        if self.center:
+            shift += self.beta
+        return kernel * scale, shift
+
+
+def conv_bn(conv, bn, x, training=None):
+    """bn(conv(x)); at inference the batch norm folded into the conv's kernel and bias where the map has
+    at least as many pixels as the kernel has weights per output channel (on smaller maps, such as
+    stage 4's 1x1 at 32 px, scaling the kernel costs more than the pass over the map). `conv` is one of
+    `mail_tf.layers`' convs (`compact_kernel`, `convolve`); an export (`as_conv`) keeps its batch norms."""
+    b, h, w, _ = conv.compute_output_shape(x.shape)
+    kernel = None
+    if not getattr(conv, "as_conv", False) and bn.foldable(training, x.dtype) and None not in (h, w):
+        kernel = conv.compact_kernel()
+        per_output = 1
+        for n in kernel.shape[:-1]:
+            per_output *= n
+        if (b or 1) * h * w < per_output:
+            kernel = None
+    if kernel is None:
+        return bn(conv(x, training=training), training=training)
+    with tf.name_scope(conv.name):
+        kernel, bias = bn.fold(kernel, conv.bias if conv.use_bias else None)
+        return conv.convolve(x, kernel, bias, training)

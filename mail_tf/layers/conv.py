@@ -174,7 +174,11 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         return self.kernel
 
     def call(self, x, training=None):
-        kernel = self.compact_kernel()
+        return self.convolve(x, self.compact_kernel(), self.bias if self.use_bias else None, training)
+
+    def convolve(self, x, kernel, bias, training=None):
+        """This conv of `x` with a grouped `kernel` (1, 1, Cin/G, Cout) and `bias` (or None) in its place
+        (a batch norm folded into them: `mail_tf.layers.batch_norm.conv_bn`)."""
         if self.groups > 1 and (self.as_conv or grouped_conv_differentiable(x.dtype)):
             if self.input_shuffle:
                 x = channel_shuffle(x, self.input_shuffle)
@@ -192,9 +196,9 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
                 order = shuffle_permutation(x.shape[-1], self.input_shuffle)
                 kernel = tf.gather(kernel, np.argsort(order), axis=0)
             if not self.as_conv:
-                return pixel_matmul(x, kernel, self.bias if self.use_bias else None)
+                return pixel_matmul(x, kernel, bias)
             y = tf.nn.conv2d(x, tf.cast(kernel[None, None], x.dtype), 1, "VALID")
-        return tf.nn.bias_add(y, tf.cast(self.bias, x.dtype)) if self.use_bias else y
+        return y if bias is None else tf.nn.bias_add(y, tf.cast(bias, x.dtype))
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
@@ -225,10 +229,24 @@ class Conv2D(keras.layers.Conv2D):
                 and tuple(self.strides) == (1, 1) and tuple(self.dilation_rate) == (1, 1)
                 and self.groups == 1 and self.data_format == "channels_last")
 
+    def compact_kernel(self):
+        """The kernel this layer applies (as `GroupedPointwiseConv2D.compact_kernel`)."""
+        return self.kernel
+
     def call(self, inputs):
-        if not self._as_matmul(inputs):
-            return super().call(inputs)
-        y = pixel_matmul(inputs, tf.reshape(self.kernel, self.kernel.shape[2:]), self.bias if self.use_bias else None)
+        return self.convolve(inputs, self.kernel, self.bias if self.use_bias else None)
+
+    def convolve(self, inputs, kernel, bias, training=None):
+        """This conv of `inputs` with `kernel` and `bias` (or None) in place of its own (a batch norm
+        folded into them: `mail_tf.layers.batch_norm.conv_bn`); Keras's call, or the matmul."""
+        if self._as_matmul(inputs):
+            y = pixel_matmul(inputs, tf.reshape(kernel, kernel.shape[2:]), bias)
+        else:
+            y = self.convolution_op(inputs, kernel)
+            if bias is not None:
+                channels_last = self.data_format == "channels_last"
+                shape = (1,) * (self.rank + 1) + (self.filters,) if channels_last else (1, self.filters) + (1,) * self.rank
+                y = ops.add(y, ops.reshape(bias, shape))
         return y if self.activation is None else self.activation(y)
 
 

@@ -4,7 +4,7 @@ and the plain ResNet basic block used for the ablation and the reference network
 import keras
 import tensorflow as tf
 
-from mail_tf.layers.batch_norm import BatchNormalization
+from mail_tf.layers.batch_norm import BatchNormalization, conv_bn
 from mail_tf.layers.conv import ChannelShuffle, Conv2D, GroupedPointwiseConv2D, depthwise_initializer
 from mail_tf.layers.defense import Defense, with_defense_config
 from mail_tf.layers.depthwise import DepthwiseConv2D
@@ -175,9 +175,8 @@ class EMILA(keras.layers.Layer):
         self.residual_bn.build(out)
 
     def call(self, x, training=None):
-        y = self.fuse(self.msgdc(x))          # fuse(shuffle(.)): see build
-        y = self.ca(self.fuse_bn(y, training=training))
-        r = self.residual_bn(self.residual(x), training=training)
+        y = self.ca(conv_bn(self.fuse, self.fuse_bn, self.msgdc(x), training))   # fuse(shuffle(.)): see build
+        r = conv_bn(self.residual, self.residual_bn, x, training)
         return tf.nn.relu(r + y)
 
     def compute_output_shape(self, input_shape):
@@ -224,7 +223,7 @@ class ShortcutBlock(keras.layers.Layer):
     def _shortcut(self, x, training):
         if not self.use_projection:
             return x
-        return self.shortcut_bn(self.shortcut(x), training=training)
+        return conv_bn(self.shortcut, self.shortcut_bn, x, training)
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
@@ -272,7 +271,7 @@ class ERLA(ShortcutBlock):
 
     def call(self, x, training=None):
         y = tf.nn.relu(self.bn1(self.emila1(x, training=training), training=training))
-        y = self.bn2(self.pw(self.emila2(y, training=training)), training=training)
+        y = conv_bn(self.pw, self.bn2, self.emila2(y, training=training), training)
         return tf.nn.relu(self._shortcut(x, training) + y)
 
     def get_config(self):
