@@ -29,7 +29,9 @@ from experiments.cli import (THREADS, check_presets, check_ranges, define_shared
 
 FLAGS = flags.FLAGS
 define_shared(__name__, models=["mail_rn18", "mail_rn50", "resnet18_pair"], image_size=128, batch_size=32, seed=0,
-              out=(None, "Write the results as JSON to this path."), warmup=2, steps=5,
+              out=(None, "Write the results as JSON to this path."),
+              warmup=(10, "Untimed calls of each step before timing. MAIL reached its steady speed only after "
+                          "~10 (docs/PERFORMANCE.md)."), steps=5,
               repeats=(3, "Timed measurements per model and step; the median is reported."), **THREADS)
 flags.DEFINE_list("num_classes", ["5", "7"], "Classes per task, one task per modality (paper: 5, 7).")
 flags.DEFINE_float("width", 1.0, "Width multiplier (1.0 = the paper's widths).")
@@ -110,9 +112,15 @@ class _Bench:
             adv = make_train_step(self.model, optimizer, adversarial=SignAttack("pgd", iters=adv_iters),
                                   jit_compile=jit_compile)
             self.calls["adv_train"] = (adv, (images, labels))
-        for fn, args in self.calls.values():     # trace, then `warmup` untimed calls in all (the last synced)
-            _time_per_call(fn, args, max(warmup - 1, 0), 1)
+        self.warmup = warmup
         self.seconds = {kind: [] for kind in self.calls}
+
+    def warm_up(self):
+        """Trace, then `warmup` untimed calls of every step in all (the last synced). Only after every
+        model is built: seeding (`keras.utils.set_random_seed`) clears TensorFlow's kernel caches, and
+        the next call of a step traced before then took seconds to instantiate its graph again."""
+        for fn, args in self.calls.values():
+            _time_per_call(fn, args, max(self.warmup - 1, 0), 1)
 
     def measure(self):
         """One timed repeat of every step kind."""
@@ -123,7 +131,7 @@ class _Bench:
         return self.batch_size / statistics.median(self.seconds[kind])
 
 
-def benchmark_models(names, num_classes, image_size, batch_size, width=1.0, warmup=2, steps=5, seed=0, adv_iters=0,
+def benchmark_models(names, num_classes, image_size, batch_size, width=1.0, warmup=10, steps=5, seed=0, adv_iters=0,
                      attack_pairs=0, repeats=1, jit_compile=False, progress=None):
     """Measure the presets `names`; one result dict each (keys as in the JSON report).
 
@@ -136,9 +144,13 @@ def benchmark_models(names, num_classes, image_size, batch_size, width=1.0, warm
     benches = []
     for i, name in enumerate(names, start=1):
         if progress:
-            progress(f"[{i}/{len(names)}] {name}: building, tracing, warming up ...")
+            progress(f"[{i}/{len(names)}] {name}: building ...")
         benches.append(_Bench(name, num_classes, image_size, batch_size, width, warmup, steps, seed, adv_iters,
                               jit_compile))
+    for bench in benches:
+        if progress:
+            progress(f"{bench.name}: tracing, warming up ...")
+        bench.warm_up()
     for r in range(repeats):
         if progress:
             progress(f"timing, repeat {r + 1}/{repeats} ...")
