@@ -75,25 +75,36 @@ def _rule(layer):
 
 
 def _record_calls(model, inputs):
-    """Run `model` once on `inputs`, returning [(layer, input, output)] for every layer call."""
+    """Run `model` once on `inputs`, returning [(layer, input, output)] for every layer call.
+
+    A conv's `convolve` counts as a call too: `conv_bn` runs it in place of `call` where it folds a
+    batch norm into the conv. `call` runs `convolve` itself, so only the outermost of the two counts."""
     calls = []
     layers = [l for l in sublayers(model, include_self=False)
               if _rule(l) is not None or hasattr(l, "flops")]
+    active = set()
 
-    def wrap(layer, call):
+    def wrap(layer, method):
         def recorded(*args, **kwargs):
-            out = call(*args, **kwargs)
+            if id(layer) in active:
+                return method(*args, **kwargs)
+            active.add(id(layer))
+            try:
+                out = method(*args, **kwargs)
+            finally:
+                active.discard(id(layer))
             calls.append((layer, args[0], out))
             return out
         return recorded
 
-    for layer in layers:
-        layer.call = wrap(layer, layer.call)
+    methods = [(l, m) for l in layers for m in ("call", "convolve") if hasattr(l, m)]
+    for layer, m in methods:
+        setattr(layer, m, wrap(layer, getattr(layer, m)))
     try:
         model(inputs, training=False)
     finally:
-        for layer in layers:
-            del layer.call  # drop the instance attribute; the class method shows through again
+        for layer, m in methods:
+            delattr(layer, m)  # drop the instance attribute; the class method shows through again
     return calls
 
 
