@@ -17,6 +17,8 @@ without a bias (the plain ResNet's); MAIL's convs have biases, so their batch no
 over every map of their own (docs/PERFORMANCE.md).
 """
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -89,16 +91,10 @@ def conv_bn(conv, bn, x, training=None):
     stage 4's 1x1 at 32 px, scaling the kernel costs more than the pass over the map). `conv` is one of
     `mail_tf.layers`' convs (`compact_kernel`, `convolve`); an export (`as_conv`) keeps its batch norms."""
     b, h, w, _ = conv.compute_output_shape(x.shape)
-    kernel = None
-    if not getattr(conv, "as_conv", False) and bn.foldable(training, x.dtype) and None not in (h, w):
-        kernel = conv.compact_kernel()
-        per_output = 1
-        for n in kernel.shape[:-1]:
-            per_output *= n
-        if (b or 1) * h * w < per_output:
-            kernel = None
-    if kernel is None:
+    # Weights per output channel: the product of every kernel axis but the last.
+    if (conv.as_conv or not bn.foldable(training, x.dtype) or None in (h, w)
+            or (b or 1) * h * w < math.prod(conv.kernel.shape[:-1])):
         return bn(conv(x, training=training), training=training)
     with tf.name_scope(conv.name):
-        kernel, bias = bn.fold(kernel, conv.bias if conv.use_bias else None)
+        kernel, bias = bn.fold(conv.compact_kernel(), conv.bias if conv.use_bias else None)
         return conv.convolve(x, kernel, bias, training)
