@@ -43,6 +43,8 @@ flags.DEFINE_string("baseline", "resnet18_pair", "Speed ratios are against this 
                     "in --models); empty: no ratios.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the steps with XLA. On this 2-core CPU it made MAIL-RN18 and "
                      "the plain pair 4-8x slower (docs/PERFORMANCE.md), so it is off by default.")
+flags.DEFINE_boolean("freeze", True, "Predict on the weights frozen as constants (mail_tf.inference.freeze), as "
+                     "robust_eval's attacks do; --nofreeze reads them from variables at every call.")
 flags.DEFINE_boolean("ratios_only", False, "Print only the speed ratios against --baseline.")
 flags.DEFINE_alias("json", "out")
 flags.DEFINE_alias("image-size", "image_size")
@@ -87,7 +89,8 @@ def time_pgd(model, tasks, image_size, batch_size, pairs, seed=0):
 class _Bench:
     """One preset built, with its compiled steps traced and warmed up."""
 
-    def __init__(self, name, num_classes, image_size, batch_size, width, warmup, steps, seed, adv_iters, jit_compile):
+    def __init__(self, name, num_classes, image_size, batch_size, width, warmup, steps, seed, adv_iters, jit_compile,
+                 freeze=True):
         import keras
         import tensorflow as tf
 
@@ -107,7 +110,7 @@ class _Bench:
         # traced once instead of twice (the timed calls are the same either way).
         optimizer = Adam(1e-4)
         self.calls = {"train": (make_train_step(self.model, optimizer, jit_compile=jit_compile), (images, labels)),
-                      "predict": (make_predict_fn(self.model, jit_compile=jit_compile), (images,))}
+                      "predict": (make_predict_fn(self.model, jit_compile=jit_compile, freeze=freeze), (images,))}
         if adv_iters:
             adv = make_train_step(self.model, optimizer, adversarial=SignAttack("pgd", iters=adv_iters),
                                   jit_compile=jit_compile)
@@ -132,7 +135,7 @@ class _Bench:
 
 
 def benchmark_models(names, num_classes, image_size, batch_size, width=1.0, warmup=10, steps=5, seed=0, adv_iters=0,
-                     attack_pairs=0, repeats=1, jit_compile=False, progress=None):
+                     attack_pairs=0, repeats=1, jit_compile=False, freeze=True, progress=None):
     """Measure the presets `names`; one result dict each (keys as in the JSON report).
 
     Repeats are interleaved (model A, model B, A, B, ...), so a change of the machine's speed during
@@ -146,7 +149,7 @@ def benchmark_models(names, num_classes, image_size, batch_size, width=1.0, warm
         if progress:
             progress(f"[{i}/{len(names)}] {name}: building ...")
         benches.append(_Bench(name, num_classes, image_size, batch_size, width, warmup, steps, seed, adv_iters,
-                              jit_compile))
+                              jit_compile, freeze))
     for bench in benches:
         if progress:
             progress(f"{bench.name}: tracing, warming up ...")
@@ -180,6 +183,7 @@ def benchmark_models(names, num_classes, image_size, batch_size, width=1.0, warm
             "width": width,
             "repeats": repeats,
             "jit_compile": jit_compile,
+            "freeze": freeze,
             "threads": pools(),
             **extra,
         })
@@ -236,12 +240,13 @@ def main(argv):
         num_classes = number_list("--num_classes", FLAGS.num_classes, int, lambda n: n >= 2, "integers >= 2")
     results = benchmark_models(models, num_classes, FLAGS.image_size, FLAGS.batch_size, FLAGS.width, FLAGS.warmup,
                                FLAGS.steps, FLAGS.seed, FLAGS.adv_iters, FLAGS.attack_pairs, FLAGS.repeats,
-                               FLAGS.jit_compile, progress=lambda m: print(m, file=sys.stderr, flush=True))
+                               FLAGS.jit_compile, FLAGS.freeze, progress=lambda m: print(m, file=sys.stderr, flush=True))
     if FLAGS.baseline:
         add_ratios(results, FLAGS.baseline)
     if not FLAGS.ratios_only:
         print(f"image size {FLAGS.image_size}, batch {FLAGS.batch_size}, heads {num_classes}, "
               f"median of {FLAGS.repeats}, XLA {'on' if FLAGS.jit_compile else 'off'}, "
+              f"predict on {'frozen' if FLAGS.freeze else 'variable'} weights, "
               f"threads {results[0]['threads']} (0: TensorFlow's choice)")
         print(format_table(results))
     if FLAGS.baseline:

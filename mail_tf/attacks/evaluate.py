@@ -22,6 +22,7 @@ import tensorflow as tf
 from mail_tf.attacks.apgd import apgd
 from mail_tf.attacks.gradient import METHODS, SignAttack, per_sample_loss, sign_attack, tmtl_objective
 from mail_tf.attacks.square import margin_loss, square_attack
+from mail_tf.inference import freeze
 from mail_tf.layers.dropout import MCDropout
 from mail_tf.layers.noise import noise_layers, straight_through_clips
 from mail_tf.layers.random_projection import random_projection_layers, redraw_random_filters
@@ -128,6 +129,9 @@ class Evaluator:
             raise ValueError("the transfer attack needs a surrogate model")
         self.model, self.spec, self.protocol = model, spec, protocol
         self.randomized = is_randomized(model)
+        # A deterministic model runs on its weights frozen as constants (faster, mail_tf.inference);
+        # a randomised one as itself, so that redraws and straight-through clips act on every call.
+        self.forward = model if self.randomized else freeze(model)
         adaptive = protocol == "adaptive" and self.randomized
         self.samples = eot if adaptive else 1
         self.passes = draws if adaptive else 1
@@ -135,21 +139,22 @@ class Evaluator:
         self.components = spec.components(protocol)
         self._votes = _Lazy(self._vote_counts)
         self._craft = {name: self._make_crafter(name) for name in self.components}
-        self._margin = _Lazy(lambda images, labels: margin_loss(labels, model(list(images), training=False)))
-        self._loss = _Lazy(lambda images, labels: per_sample_loss(labels, model(list(images), training=False)))
+        forward = self.forward
+        self._margin = _Lazy(lambda images, labels: margin_loss(labels, forward(list(images), training=False)))
+        self._loss = _Lazy(lambda images, labels: per_sample_loss(labels, forward(list(images), training=False)))
 
     def _vote_counts(self, images):
         """{task: (batch, classes)} predicted-class counts over `passes` fresh draws ([I])."""
-        model = self.model
+        model, forward = self.model, self.forward
 
         def body(i, counts):
             redraw_random_filters(model)
-            logits = model(images, training=False)
+            logits = forward(images, training=False)
             return i + 1, {t: counts[t] + tf.one_hot(tf.argmax(logits[t], -1), logits[t].shape[-1]) for t in counts}
 
         images = list(images)
         redraw_random_filters(model)
-        first = model(images, training=False)
+        first = forward(images, training=False)
         counts = {t: tf.one_hot(tf.argmax(v, -1), v.shape[-1]) for t, v in first.items()}
         return tf.while_loop(lambda i, _: i < self.passes, body, (tf.constant(1), counts))[1]
 
@@ -157,7 +162,7 @@ class Evaluator:
         model = self.model
         if name == "square":
             return None                                   # python loop around a compiled forward
-        target = self.surrogate if name == "transfer" else model
+        target = self.surrogate if name == "transfer" else self.forward
         samples = 1 if name == "transfer" else self.samples
         kind = "dlr" if name == "apgd-dlr" else "ce"
 
@@ -205,7 +210,8 @@ def robust_accuracy(model, datasets, spec, protocol="paper", eot=20, draws=10, s
       (spec.loss "tmtl") or of the scored task alone ("task").
     limit: attack at most this many images per task.
     cache: a dict kept between calls: their compiled evaluators are reused, so a sweep over eps,
-      step or iterations traces each attack once.
+      step or iterations traces each attack once. They hold a deterministic model's weights as they
+      were when made: use a new cache after changing the weights.
     Returns {task: {count, clean_accuracy, robust_accuracy, by_attack: {crafter: accuracy},
     loss_clean, loss_adversarial, seconds, and for a randomised model under the adaptive protocol
     clean_/robust_majority_accuracy}}.

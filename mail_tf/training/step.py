@@ -7,6 +7,7 @@ the optimiser's cross-replica gradient sum equals the single-device gradient of 
 import tensorflow as tf
 
 from mail_tf.attacks.gradient import sign_attack, tmtl_objective
+from mail_tf.inference import freeze as freeze_model
 from mail_tf.layers.random_projection import random_projection_layers, redraw_random_filters
 from mail_tf.training.decay import apply_decoupled_decay, self_decayed
 from mail_tf.training.losses import tmtl_loss
@@ -81,12 +82,17 @@ def make_train_step(model, optimizer, loss_weights=None, jit_compile=False, stra
     return train_step
 
 
-def make_predict_fn(model, jit_compile=False):
-    """A `tf.function` images -> {task: logits} in inference mode (one device)."""
+def make_predict_fn(model, jit_compile=False, freeze=False):
+    """A `tf.function` images -> {task: logits} in inference mode (one device).
+
+    freeze: run on a snapshot of the weights as constants (`mail_tf.inference.freeze`): faster, but
+    blind to later changes of the weights, so make a new function after training further.
+    """
+    forward = freeze_model(model) if freeze else model
 
     @tf.function(jit_compile=jit_compile)
     def predict(images):
-        return model(images, training=False)
+        return forward(images, training=False)
 
     return predict
 
