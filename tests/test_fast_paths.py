@@ -45,8 +45,11 @@ def _op_types(layer, shape):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("cin,cout,groups,strides,size", [
     (64, 64, 16, 1, 8), (64, 128, 16, 2, 8), (192, 64, 2, 1, 6), (48, 32, 2, 2, 7), (32, 16, 1, 1, 5),
-    (64, 32, 4, 1, 1), (96, 32, 2, 1, 9)])   # the last two: on either side of SMALL_MAP_PIXELS
+    (64, 32, 4, 1, 1), (96, 32, 2, 1, 9), (100, 40, 5, 1, 2)])   # 1 and 81 pixels: either side of
+                                                               # SMALL_MAP_PIXELS; 5 groups: too many
 def test_grouped_pointwise_equals_keras_grouped_conv(monkeypatch, path, cin, cout, groups, strides, size):
+    from mail_tf.layers import conv
+
     x = tf.random.stateless_normal((3, size, size, cin), seed=(1, 2))
     ref = keras.layers.Conv2D(cout, 1, strides=strides, groups=groups, bias_initializer="random_normal")
     ref.build(x.shape)
@@ -61,9 +64,13 @@ def test_grouped_pointwise_equals_keras_grouped_conv(monkeypatch, path, cin, cou
     np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gx1, gx0, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gk1, gk0, rtol=1e-4, atol=1e-3)
-    ops = _op_types(fast, x.shape)
-    conv = path == "as_conv" or (path == "grouped" and groups > 1)
-    assert ("Conv2D" in ops) == conv and ("MatMul" in ops) != conv
+    graph = tf.function(fast).get_concrete_function(tf.TensorSpec(x.shape)).graph
+    ops = [op.type for op in graph.get_operations()]
+    # Small maps with few groups: one matmul per group on either path (not for LiteRT).
+    per_group = path != "as_conv" and 1 < groups <= 4 and strides == 1 and size * size <= conv.SMALL_MAP_PIXELS
+    as_conv = path == "as_conv" or (path == "grouped" and groups > 1 and not per_group)
+    assert ("Conv2D" in ops) == as_conv and ("MatMul" in ops) != as_conv
+    assert ops.count("MatMul") == (groups if per_group else 0 if as_conv else 1)
 
 
 def test_grouped_conv_probe_says_whether_tensorflow_has_the_gradients():
@@ -248,20 +255,32 @@ def test_conv2d_equals_keras_conv2d_and_runs_1x1_as_a_matmul(kernel_size, stride
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_shuffle_in_front_of_the_grouped_conv_equals_shuffling_the_activations(monkeypatch, path):
-    x = tf.random.stateless_normal((2, 5, 5, 96), seed=(7, 8))
+@pytest.mark.parametrize("size,cin", [(5, 96), (5, 48), (9, 96)])
+def test_shuffle_in_front_of_the_grouped_conv_equals_shuffling_the_activations(monkeypatch, path, size, cin):
+    """Small maps (5x5) take one matmul per group, with the shuffle folded where its runs line up with
+    the groups (96 / 16 = 6 channels, 3 per group; not 48 / 16 = 3); a 9x9 map the grouped conv."""
+    x = tf.random.stateless_normal((2, size, size, cin), seed=(7, 8))
     shuffle = ChannelShuffle(16)
     conv = GroupedPointwiseConv2D(32, groups=2, bias_initializer="random_normal")
     conv.build(x.shape)
     _on_path(monkeypatch, conv, path)
-    np.testing.assert_array_equal(shuffle(x).numpy(), tf.gather(x, shuffle.permutation(96), axis=-1).numpy())
+    np.testing.assert_array_equal(shuffle(x).numpy(), tf.gather(x, shuffle.permutation(cin), axis=-1).numpy())
     y0, gx0, gk0 = _forward_and_grads(lambda t: conv(shuffle(t)), conv.kernel, x)
     plain = conv(x).numpy()
     conv.input_shuffle = 16
     _assert_same_forward_and_grads(_forward_and_grads(conv, conv.kernel, x), (y0, gx0, gk0))
     assert np.abs(y0 - plain).max() > 1e-2     # the order matters: the test could fail
-    # The matmul path folds the shuffle into the kernel's rows: no transpose of the activations.
-    assert ("Transpose" in _op_types(conv, x.shape)) == (path != "matmul")
+    # The block-diagonal matmul folds the shuffle into the kernel's rows, the matmul per group into
+    # its view of the channels where it can: no transpose of the activations there.
+    if path == "as_conv":
+        transposed = True
+    elif size * size <= 64:
+        transposed = cin == 48
+    else:
+        transposed = path == "grouped"
+    graph = tf.function(conv).get_concrete_function(tf.TensorSpec(x.shape)).graph
+    # the shuffle's transpose is of the (B, H, W, G, C/G) maps; a kernel's is of lower rank
+    assert any(op.type == "Transpose" and op.inputs[0].shape.rank >= 4 for op in graph.get_operations()) == transposed
 
 
 @pytest.mark.parametrize("shape,k,s", [((3, 1, 1, 8), 5, 1), ((3, 1, 1, 8), 3, 1), ((3, 2, 2, 8), 5, 1),

@@ -97,4 +97,4 @@ def conv_bn(conv, bn, x, training=None):
         return bn(conv(x, training=training), training=training)
     with tf.name_scope(conv.name):
         kernel, bias = bn.fold(conv.compact_kernel(), conv.bias if conv.use_bias else None)
-        return conv.convolve(x, kernel, bias, training)
+        return conv.convolve(x, kernel, bias)

@@ -6,12 +6,14 @@ gradients: oneDNN's CPU kernels (TensorFlow's default on x86) and cuDNN do, Tens
 do not (`grouped_conv_differentiable` asks once per dtype). On MAIL-RN18's shapes oneDNN's grouped conv
 is 1.3-7x faster, forward and backward, than a matmul with the block-diagonal kernel, which computes the
 zero blocks too (docs/PERFORMANCE.md). Where it has no gradients (oneDNN off, float16 on CPU) the layer
-multiplies by that block-diagonal expansion instead. Keras's own `Conv2D(groups > 1)` runs on CPU
-through an XLA-compiled path 30-100x slower (see ANCHORS.md). `tests/test_fast_paths.py` proves every
+multiplies by that block-diagonal expansion instead. On small maps with few groups
+(`SMALL_MAP_PIXELS`, `MATMUL_GROUPS`) one matmul per group beats both, forward and backward. Keras's
+own `Conv2D(groups > 1)` runs on CPU through an XLA-compiled path 30-100x slower (see ANCHORS.md). `tests/test_fast_paths.py` proves every
 path equal to `Conv2D(groups=G)`.
 A channel shuffle in front of the conv (EMILA's; `input_shuffle`, set by the owner at build, read at
-trace) is a transpose of the activations before a grouped conv, and is folded into the rows of the
-block-diagonal kernel on the matmul path, so there the activations are never transposed.
+trace) is a transpose of the activations before a grouped conv; it is folded into the rows of the
+block-diagonal kernel, and into the per-group matmuls' view of the channels where its runs line up
+with the groups, so there the activations are never transposed.
 For on-device export (`mail_tf.lite`) `as_conv = True` makes every path a convolution: one LiteRT
 CONV_2D op (which takes groups), without the zero blocks and without one op per group (the graph of a
 matmul per group made a third of MAIL's int8 file).
@@ -87,34 +89,45 @@ def grouped_conv_differentiable(dtype):
     return _grouped_conv_differentiable(tf.as_dtype(dtype).name)
 
 
-# oneDNN's grouped 1x1 filter gradient is slower than one matmul per group on small maps: 1.2-3.3x
-# at 8x8 pixels and fewer, even or slower at 16x16 and more (docs/PERFORMANCE.md, MAIL's fuse conv).
+# On small maps oneDNN's grouped 1x1 conv is slower than one matmul per group, forward and in both
+# gradients: MAIL's 2-group fuse conv (3C -> C) at 1x1x512 took 1.28 ms forward and 3.46 ms with its
+# gradients against 0.72 and 2.09 ms, even at 8x8x64 and slower from 16x16 up (docs/PERFORMANCE.md).
 SMALL_MAP_PIXELS = 64
-MATMUL_FILTER_GRAD_GROUPS = 4   # at most this many groups (one matmul each) take that path
+MATMUL_GROUPS = 4   # at most this many groups (one matmul each) take that path
 
 
-def _grouped_conv(x, kernel, strides, filter_gradient):
-    """tf.nn.conv2d of a grouped 1x1 kernel; on small maps at stride 1, with few groups, its filter
-    gradient is one matmul per group (see SMALL_MAP_PIXELS). filter_gradient=False: TensorFlow's
-    gradient, where no kernel gradient is taken (`depthwise_conv2d` says why)."""
-    b, h, w, cin = x.shape
-    groups = cin // kernel.shape[2]
-    if (not filter_gradient or strides != 1 or h is None or w is None or h * w > SMALL_MAP_PIXELS
-            or groups > MATMUL_FILTER_GRAD_GROUPS):
-        return tf.nn.conv2d(x, kernel, strides, "VALID")
+def _matmul_per_group(x, strides, groups):
+    """Whether a grouped 1x1 conv of `x` runs as one matmul per group (see SMALL_MAP_PIXELS)."""
+    h, w = x.shape[1], x.shape[2]
+    return (strides == 1 and 1 < groups <= MATMUL_GROUPS and h is not None and w is not None
+            and h * w <= SMALL_MAP_PIXELS)
 
-    @tf.custom_gradient
-    def conv(x, kernel):
-        def grad(dy):
-            dx = tf.compat.v1.nn.conv2d_backprop_input(tf.shape(x), kernel, dy, (1, 1, 1, 1), "VALID")
-            xg = tf.unstack(tf.reshape(x, (-1, groups, cin // groups)), axis=1)     # one kernel, not G slices
-            dyg = tf.unstack(tf.reshape(dy, (-1, groups, kernel.shape[-1] // groups)), axis=1)
-            dk = tf.concat([tf.matmul(a, b, transpose_a=True) for a, b in zip(xg, dyg)], axis=-1)
-            return dx, tf.reshape(dk, kernel.shape)
 
-        return tf.nn.conv2d(x, kernel, 1, "VALID"), grad
+def _grouped_matmul(x, kernel, bias, groups, shuffle=None):
+    """The grouped 1x1 stride-1 conv of (B, H, W, Cin) maps with a (1, 1, Cin/G, Cout) kernel as one
+    matmul per group over all pixels, each with its part of `bias` (grappler fuses the pair).
 
-    return conv(x, kernel)
+    A channel shuffle in front (`shuffle` groups S) is folded in where its runs line up with the
+    conv's groups ((Cin/S) % G == 0): group g then reads x viewed as (.., S, G, Cin/(S*G)) at [.., g, :],
+    in (s, a) order where the shuffled order is (a, s), which is a permutation of its kernel's rows.
+    """
+    cin, cout = x.shape[-1], kernel.shape[-1]
+    cin_g, cout_g = cin // groups, cout // groups
+    folded = bool(shuffle) and (cin // shuffle) % groups == 0
+    if shuffle and not folded:
+        x = channel_shuffle(x, shuffle)
+    shape = tf.shape(x)
+    if folded:
+        run = cin // (shuffle * groups)
+        xs = [tf.reshape(v, (-1, cin_g)) for v in tf.unstack(tf.reshape(x, (-1, shuffle, groups, run)), axis=2)]
+    else:
+        xs = tf.unstack(tf.reshape(x, (-1, groups, cin_g)), axis=1)   # one kernel, not G slices
+    ks = tf.unstack(tf.reshape(tf.cast(kernel, x.dtype), (cin_g, groups, cout_g)), axis=1)
+    if folded:
+        ks = [tf.reshape(tf.transpose(tf.reshape(k, (run, shuffle, cout_g)), (1, 0, 2)), (cin_g, cout_g)) for k in ks]
+    bs = [None] * groups if bias is None else tf.split(tf.cast(bias, x.dtype), groups)
+    ys = [tf.matmul(a, k) if b is None else tf.nn.bias_add(tf.matmul(a, k), b) for a, k, b in zip(xs, ks, bs)]
+    return tf.reshape(tf.concat(ys, axis=-1), tf.concat([shape[:3], [cout]], 0))
 
 
 def shuffle_permutation(channels, groups):
@@ -173,18 +186,18 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         """The grouped kernel (1, 1, Cin/G, Cout) this layer applies."""
         return self.kernel
 
-    def call(self, x, training=None):
-        return self.convolve(x, self.compact_kernel(), self.bias if self.use_bias else None, training)
+    def call(self, x):
+        return self.convolve(x, self.compact_kernel(), self.bias if self.use_bias else None)
 
-    def convolve(self, x, kernel, bias, training=None):
+    def convolve(self, x, kernel, bias):
         """This conv of `x` with a grouped `kernel` (1, 1, Cin/G, Cout) and `bias` (or None) in its place
         (a batch norm folded into them: `mail_tf.layers.batch_norm.conv_bn`)."""
+        if self.groups > 1 and not self.as_conv and _matmul_per_group(x, self.strides, self.groups):
+            return _grouped_matmul(x, kernel, bias, self.groups, self.input_shuffle)
         if self.groups > 1 and (self.as_conv or grouped_conv_differentiable(x.dtype)):
             if self.input_shuffle:
                 x = channel_shuffle(x, self.input_shuffle)
-            kernel = tf.cast(kernel, x.dtype)
-            y = (tf.nn.conv2d(x, kernel, self.strides, "VALID") if self.as_conv
-                 else _grouped_conv(x, kernel, self.strides, bool(training)))
+            y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), self.strides, "VALID")
         else:
             if self.strides > 1:
                 # A 1x1 kernel with stride s reads pixel (s*i, s*j) under 'same' and 'valid' padding alike.
@@ -236,7 +249,7 @@ class Conv2D(keras.layers.Conv2D):
     def call(self, inputs):
         return self.convolve(inputs, self.kernel, self.bias if self.use_bias else None)
 
-    def convolve(self, inputs, kernel, bias, training=None):
+    def convolve(self, inputs, kernel, bias):
         """This conv of `inputs` with `kernel` and `bias` (or None) in place of its own (a batch norm
         folded into them: `mail_tf.layers.batch_norm.conv_bn`); Keras's call, or the matmul."""
         if self._as_matmul(inputs):
