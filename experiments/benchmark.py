@@ -192,12 +192,19 @@ def benchmark_models(names, num_classes, image_size, batch_size, width=1.0, warm
 
 def add_ratios(results, baseline):
     """Each result's speeds as ratios of `baseline`'s, from the same run (> 1: faster): train and
-    predict throughput, and with --adv_iters / --attack_pairs Algorithm 2's throughput and PGD-10's."""
+    predict throughput, and with --adv_iters / --attack_pairs Algorithm 2's throughput and PGD-10's.
+
+    `<kind>_ratio` divides the medians; `<kind>_ratio_repeats` are the ratios of the two models'
+    back-to-back measurements in each repeat, which a drift of the machine's speed between repeats
+    leaves alone, and `<kind>_ratio_paired` is their median."""
     base = next(r for r in results if r["model"] == baseline)
     for r in results:
         r["baseline"] = baseline
-        r["train_ratio"] = r["train_pairs_per_s"] / base["train_pairs_per_s"]
-        r["predict_ratio"] = r["predict_pairs_per_s"] / base["predict_pairs_per_s"]
+        for kind in ("train", "predict"):
+            r[f"{kind}_ratio"] = r[f"{kind}_pairs_per_s"] / base[f"{kind}_pairs_per_s"]
+            paired = [a / b for a, b in zip(r[f"{kind}_pairs_per_s_repeats"], base[f"{kind}_pairs_per_s_repeats"])]
+            r[f"{kind}_ratio_repeats"] = paired
+            r[f"{kind}_ratio_paired"] = statistics.median(paired)
         if "adv_train_pairs_per_s" in r:
             r["adv_train_ratio"] = r["adv_train_pairs_per_s"] / base["adv_train_pairs_per_s"]
         if "pgd10_seconds" in r:
@@ -208,7 +215,12 @@ def format_ratios(results):
     def extra(r):
         return "".join(f"  {label} {r[key]:.2f}x" for key, label in (("adv_train_ratio", "Algorithm 2"),
                                                                     ("attack_ratio", "PGD-10")) if key in r)
-    return "\n".join(f"{r['model']:<16} train {r['train_ratio']:.2f}x  predict {r['predict_ratio']:.2f}x{extra(r)}  "
+    def ratio(r, kind):
+        paired = r[f"{kind}_ratio_repeats"]
+        spread = f" (per repeat {min(paired):.2f}-{max(paired):.2f}x, median {r[f'{kind}_ratio_paired']:.2f}x)"
+        return f"{kind} {r[f'{kind}_ratio']:.2f}x" + (spread if len(paired) > 1 else "")
+
+    return "\n".join(f"{r['model']:<16} {ratio(r, 'train')}  {ratio(r, 'predict')}{extra(r)}  "
                      f"{r['baseline']} ({r['image_size']} px, batch {r['batch_size']})" for r in results)
 
 
