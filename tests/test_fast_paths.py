@@ -38,8 +38,12 @@ def _on_path(monkeypatch, layer, path):
     layer.as_conv = path == "as_conv"
 
 
+def _ops(layer, shape):
+    return tf.function(layer).get_concrete_function(tf.TensorSpec(shape)).graph.get_operations()
+
+
 def _op_types(layer, shape):
-    return {op.type for op in tf.function(layer).get_concrete_function(tf.TensorSpec(shape)).graph.get_operations()}
+    return {op.type for op in _ops(layer, shape)}
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -64,10 +68,10 @@ def test_grouped_pointwise_equals_keras_grouped_conv(monkeypatch, path, cin, cou
     np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gx1, gx0, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gk1, gk0, rtol=1e-4, atol=1e-3)
-    graph = tf.function(fast).get_concrete_function(tf.TensorSpec(x.shape)).graph
-    ops = [op.type for op in graph.get_operations()]
+    ops = [op.type for op in _ops(fast, x.shape)]
     # Small maps with few groups: one matmul per group on either path (not for LiteRT).
-    per_group = path != "as_conv" and 1 < groups <= 4 and strides == 1 and size * size <= conv.SMALL_MAP_PIXELS
+    per_group = (path != "as_conv" and 1 < groups <= conv.MATMUL_GROUPS and strides == 1
+                 and size * size <= conv.SMALL_MAP_PIXELS)
     as_conv = path == "as_conv" or (path == "grouped" and groups > 1 and not per_group)
     assert ("Conv2D" in ops) == as_conv and ("MatMul" in ops) != as_conv
     assert ops.count("MatMul") == (groups if per_group else 0 if as_conv else 1)
@@ -259,6 +263,8 @@ def test_conv2d_equals_keras_conv2d_and_runs_1x1_as_a_matmul(kernel_size, stride
 def test_shuffle_in_front_of_the_grouped_conv_equals_shuffling_the_activations(monkeypatch, path, size, cin):
     """Small maps (5x5) take one matmul per group, with the shuffle folded where its runs line up with
     the groups (96 / 16 = 6 channels, 3 per group; not 48 / 16 = 3); a 9x9 map the grouped conv."""
+    from mail_tf.layers.conv import SMALL_MAP_PIXELS
+
     x = tf.random.stateless_normal((2, size, size, cin), seed=(7, 8))
     shuffle = ChannelShuffle(16)
     conv = GroupedPointwiseConv2D(32, groups=2, bias_initializer="random_normal")
@@ -274,13 +280,12 @@ def test_shuffle_in_front_of_the_grouped_conv_equals_shuffling_the_activations(m
     # its view of the channels where it can: no transpose of the activations there.
     if path == "as_conv":
         transposed = True
-    elif size * size <= 64:
+    elif size * size <= SMALL_MAP_PIXELS:
         transposed = cin == 48
     else:
         transposed = path == "grouped"
-    graph = tf.function(conv).get_concrete_function(tf.TensorSpec(x.shape)).graph
     # the shuffle's transpose is of the (B, H, W, G, C/G) maps; a kernel's is of lower rank
-    assert any(op.type == "Transpose" and op.inputs[0].shape.rank >= 4 for op in graph.get_operations()) == transposed
+    assert any(op.type == "Transpose" and op.inputs[0].shape.rank >= 4 for op in _ops(conv, x.shape)) == transposed
 
 
 @pytest.mark.parametrize("shape,k,s", [((3, 1, 1, 8), 5, 1), ((3, 1, 1, 8), 3, 1), ((3, 2, 2, 8), 5, 1),

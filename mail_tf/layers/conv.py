@@ -8,8 +8,8 @@ is 1.3-7x faster, forward and backward, than a matmul with the block-diagonal ke
 zero blocks too (docs/PERFORMANCE.md). Where it has no gradients (oneDNN off, float16 on CPU) the layer
 multiplies by that block-diagonal expansion instead. On small maps with few groups
 (`SMALL_MAP_PIXELS`, `MATMUL_GROUPS`) one matmul per group beats both, forward and backward. Keras's
-own `Conv2D(groups > 1)` runs on CPU through an XLA-compiled path 30-100x slower (see ANCHORS.md). `tests/test_fast_paths.py` proves every
-path equal to `Conv2D(groups=G)`.
+own `Conv2D(groups > 1)` runs on CPU through an XLA-compiled path 30-100x slower (see ANCHORS.md).
+`tests/test_fast_paths.py` proves every path equal to `Conv2D(groups=G)`.
 A channel shuffle in front of the conv (EMILA's; `input_shuffle`, set by the owner at build, read at
 trace) is a transpose of the activations before a grouped conv; it is folded into the rows of the
 block-diagonal kernel, and into the per-group matmuls' view of the channels where its runs line up
@@ -90,8 +90,10 @@ def grouped_conv_differentiable(dtype):
 
 
 # On small maps oneDNN's grouped 1x1 conv is slower than one matmul per group, forward and in both
-# gradients: MAIL's 2-group fuse conv (3C -> C) at 1x1x512 took 1.28 ms forward and 3.46 ms with its
-# gradients against 0.72 and 2.09 ms, even at 8x8x64 and slower from 16x16 up (docs/PERFORMANCE.md).
+# gradients: MAIL's 2-group fuse conv (3C -> C) at 1x1x512 took 2.2 ms forward and 7.1 ms with its
+# gradients against 1.0 and 2.9 ms. Alone, 4x4 and 8x8 maps were a toss-up within this VM's noise;
+# the whole model was 1.07x faster in training at 32 px with this bound (4 or 16 pixels: the same)
+# and even at 128 px (docs/PERFORMANCE.md).
 SMALL_MAP_PIXELS = 64
 MATMUL_GROUPS = 4   # at most this many groups (one matmul each) take that path
 
@@ -113,18 +115,16 @@ def _grouped_matmul(x, kernel, bias, groups, shuffle=None):
     """
     cin, cout = x.shape[-1], kernel.shape[-1]
     cin_g, cout_g = cin // groups, cout // groups
-    folded = bool(shuffle) and (cin // shuffle) % groups == 0
-    if shuffle and not folded:
-        x = channel_shuffle(x, shuffle)
     shape = tf.shape(x)
-    if folded:
+    ks = tf.unstack(tf.reshape(tf.cast(kernel, x.dtype), (cin_g, groups, cout_g)), axis=1)
+    if shuffle and (cin // shuffle) % groups == 0:
         run = cin // (shuffle * groups)
         xs = [tf.reshape(v, (-1, cin_g)) for v in tf.unstack(tf.reshape(x, (-1, shuffle, groups, run)), axis=2)]
-    else:
-        xs = tf.unstack(tf.reshape(x, (-1, groups, cin_g)), axis=1)   # one kernel, not G slices
-    ks = tf.unstack(tf.reshape(tf.cast(kernel, x.dtype), (cin_g, groups, cout_g)), axis=1)
-    if folded:
         ks = [tf.reshape(tf.transpose(tf.reshape(k, (run, shuffle, cout_g)), (1, 0, 2)), (cin_g, cout_g)) for k in ks]
+    else:
+        if shuffle:
+            x = channel_shuffle(x, shuffle)
+        xs = tf.unstack(tf.reshape(x, (-1, groups, cin_g)), axis=1)   # one kernel, not G slices
     bs = [None] * groups if bias is None else tf.split(tf.cast(bias, x.dtype), groups)
     ys = [tf.matmul(a, k) if b is None else tf.nn.bias_add(tf.matmul(a, k), b) for a, k, b in zip(xs, ks, bs)]
     return tf.reshape(tf.concat(ys, axis=-1), tf.concat([shape[:3], [cout]], 0))
@@ -192,7 +192,7 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
     def convolve(self, x, kernel, bias):
         """This conv of `x` with a grouped `kernel` (1, 1, Cin/G, Cout) and `bias` (or None) in its place
         (a batch norm folded into them: `mail_tf.layers.batch_norm.conv_bn`)."""
-        if self.groups > 1 and not self.as_conv and _matmul_per_group(x, self.strides, self.groups):
+        if not self.as_conv and _matmul_per_group(x, self.strides, self.groups):
             return _grouped_matmul(x, kernel, bias, self.groups, self.input_shuffle)
         if self.groups > 1 and (self.as_conv or grouped_conv_differentiable(x.dtype)):
             if self.input_shuffle:
